@@ -1,0 +1,398 @@
+//! The sandbox that runs model-written Python. Model output is hostile until proven
+//! otherwise: it never runs in the harness process, and each program gets
+//!
+//! - its own `python3 -I -S -B` process, in a fresh directory that is its cwd and HOME, with
+//!   an empty environment, stdin closed, stdout/stderr to files capped by RLIMIT_FSIZE;
+//! - its own session and process group (setsid), resource limits (address space, CPU
+//!   seconds, processes, file size, open files, no core files);
+//! - where the kernel allows it (root, or unprivileged user namespaces), new PID and network
+//!   namespaces: the program is PID 1 of its namespace, so when it ends, or is killed on
+//!   timeout, every process it left behind (even a `setsid` daemon) dies with it, and it
+//!   sees only an unconfigured loopback device;
+//! - when the harness runs as root, the uid and gid of `nobody`, so it cannot write outside
+//!   its directory (the parent is root's, mode 0711), read other processes' environments or
+//!   signal the harness, and RLIMIT_NPROC, which root ignores, applies.
+//!
+//! The verdict comes from a result line that the runner writes, prefixed by a nonce the
+//! program cannot read (see `sandbox_runner.py`); exiting early is never a pass.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sched::CloneFlags;
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Pid, Uid, fork, setsid};
+use wait_timeout::ChildExt;
+
+use crate::error::{BenchError, Result};
+
+const RUNNER: &str = include_str!("sandbox_runner.py");
+/// uid and gid the programs run as when the harness is root (`nobody` on Debian).
+const NOBODY: u32 = 65534;
+
+/// Limits of one sandboxed program.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The Python interpreter.
+    pub python: PathBuf,
+    /// Wall-clock limit; the whole process group is killed after it.
+    pub timeout: Duration,
+    /// RLIMIT_CPU.
+    pub cpu_seconds: u64,
+    /// RLIMIT_AS.
+    pub memory_bytes: u64,
+    /// RLIMIT_NPROC (per uid: shared by programs running at the same time).
+    pub max_processes: u64,
+    /// RLIMIT_FSIZE: the largest file, stdout and stderr included.
+    pub max_file_bytes: u64,
+    /// RLIMIT_NOFILE.
+    pub max_open_files: u64,
+    /// How much of stdout and stderr is kept in the outcome.
+    pub output_bytes: usize,
+    /// Programs run at the same time.
+    pub parallel: usize,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            python: PathBuf::from("python3"),
+            timeout: Duration::from_secs(10),
+            cpu_seconds: 10,
+            memory_bytes: 1 << 30,
+            max_processes: 64,
+            max_file_bytes: 16 << 20,
+            max_open_files: 64,
+            output_bytes: 16 << 10,
+            parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// What happened to one program.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// True only when every test assert ran and held.
+    pub passed: bool,
+    /// Why: `pass`, `fail assertion: ...`, `timeout`, `cpu-limit`, `file-size-limit`, ...
+    pub reason: String,
+    /// Whether the program had no network: `isolated`, `shared`, or `unknown` when it
+    /// never reported.
+    pub network: String,
+    /// Whether leftover processes were contained by a PID namespace.
+    pub pid_namespace: bool,
+    /// The first bytes of stdout and stderr.
+    pub stdout: String,
+    pub stderr: String,
+    pub wall: Duration,
+}
+
+/// One program to run: candidate code, the test program that follows it, and the function
+/// the tests call.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub code: String,
+    pub tests: String,
+    pub entry_point: String,
+}
+
+/// A directory of per-program directories plus the limits.
+pub struct Sandbox {
+    config: SandboxConfig,
+    root: tempfile::TempDir,
+    as_root: bool,
+    counter: AtomicUsize,
+}
+
+impl Sandbox {
+    /// Creates the sandbox's root directory (removed with the sandbox).
+    pub fn new(config: SandboxConfig) -> Result<Self> {
+        let root = tempfile::Builder::new()
+            .prefix("harness-sandbox-")
+            .tempdir()
+            .map_err(|e| BenchError::Sandbox(format!("cannot create a directory: {e}")))?;
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| BenchError::io(root.path(), e))?;
+        Ok(Sandbox {
+            config,
+            root,
+            as_root: Uid::effective().is_root(),
+            counter: AtomicUsize::new(0),
+        })
+    }
+
+    /// The directory that holds the per-program directories.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Runs many programs, `parallel` at a time; `done` is called after each.
+    pub fn run_all(&self, jobs: &[Job], done: &(dyn Fn() + Sync)) -> Vec<Outcome> {
+        let next = AtomicUsize::new(0);
+        let mut results: Vec<Option<Outcome>> = vec![None; jobs.len()];
+        let slots: Vec<std::sync::Mutex<&mut Option<Outcome>>> =
+            results.iter_mut().map(std::sync::Mutex::new).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..self.config.parallel.max(1).min(jobs.len().max(1)) {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(job) = jobs.get(i) else { break };
+                        let outcome = self.run(job);
+                        **slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+                        done();
+                    }
+                });
+            }
+        });
+        drop(slots);
+        results.into_iter().map(|o| o.expect("every job ran")).collect()
+    }
+
+    /// Runs one program. Failures of the program are outcomes; failures to set up the
+    /// sandbox (no python3, no disk) are outcomes too, with the reason, so a batch goes on.
+    pub fn run(&self, job: &Job) -> Outcome {
+        let started = Instant::now();
+        match self.try_run(job) {
+            Ok(mut outcome) => {
+                outcome.wall = started.elapsed();
+                outcome
+            }
+            Err(e) => Outcome {
+                passed: false,
+                reason: format!("sandbox-error: {e}"),
+                network: "unknown".into(),
+                pid_namespace: false,
+                stdout: String::new(),
+                stderr: String::new(),
+                wall: started.elapsed(),
+            },
+        }
+    }
+
+    fn try_run(&self, job: &Job) -> Result<Outcome> {
+        let id = self.counter.fetch_add(1, Ordering::Relaxed);
+        let dir = self.root.path().join(format!("job-{id}"));
+        let io = |e| BenchError::io(&dir, e);
+        std::fs::create_dir(&dir).map_err(io)?;
+        let nonce = nonce();
+        let runner = RUNNER
+            .replace("NONCE_PLACEHOLDER", &nonce)
+            .replace("ENTRY_POINT_PLACEHOLDER", &job.entry_point);
+        std::fs::write(dir.join("runner.py"), runner).map_err(io)?;
+        std::fs::write(dir.join("candidate.py"), &job.code).map_err(io)?;
+        std::fs::write(dir.join("tests.py"), &job.tests).map_err(io)?;
+        let mut stdout = output_file(&dir.join(".stdout"))?;
+        let mut stderr = output_file(&dir.join(".stderr"))?;
+        if self.as_root {
+            std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).map_err(io)?;
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+
+        let mut command = Command::new(&self.config.python);
+        command
+            .args(["-I", "-S", "-B", "runner.py"])
+            .current_dir(&dir)
+            .env_clear()
+            .env("HOME", &dir)
+            .env("LC_ALL", "C.UTF-8")
+            .stdin(Stdio::null())
+            .stdout(stdout.try_clone().map_err(io)?)
+            .stderr(stderr.try_clone().map_err(io)?);
+        let limits = self.limits();
+        let as_root = self.as_root;
+        // SAFETY: the closure runs in the forked child before exec and calls only
+        // async-signal-safe functions (setsid, setrlimit, unshare, fork, waitpid, close,
+        // setgroups/setgid/setuid, _exit); it allocates nothing.
+        unsafe {
+            command.pre_exec(move || confine(&limits, as_root));
+        }
+        let mut child = command.spawn().map_err(|e| {
+            BenchError::Sandbox(format!("cannot start {}: {e}", self.config.python.display()))
+        })?;
+        let pgid = Pid::from_raw(child.id() as i32);
+        let status = child.wait_timeout(self.config.timeout).map_err(io)?;
+        // Whatever happened, nothing of this program outlives this call.
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let status = match status {
+            Some(status) => Some(status),
+            None => {
+                let _ = child.wait();
+                None
+            }
+        };
+        let result = std::fs::read_to_string(dir.join(".result")).unwrap_or_default();
+        let limit = self.config.output_bytes;
+        let mut outcome = Outcome {
+            passed: false,
+            reason: String::new(),
+            network: "unknown".into(),
+            pid_namespace: probe_pid_namespace(),
+            stdout: read_head(&mut stdout, limit),
+            stderr: read_head(&mut stderr, limit),
+            wall: Duration::ZERO,
+        };
+        match result.strip_prefix(&nonce).map(str::trim) {
+            Some(report) => {
+                let (network, status) = report.split_once(' ').unwrap_or((report, ""));
+                outcome.network = network.to_string();
+                outcome.passed = status == "pass";
+                outcome.reason = status.to_string();
+            }
+            None => outcome.reason = why_no_report(status, &outcome.stderr),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(outcome)
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            cpu: self.config.cpu_seconds,
+            memory: self.config.memory_bytes,
+            processes: self.config.max_processes,
+            file: self.config.max_file_bytes,
+            open_files: self.config.max_open_files,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Limits {
+    cpu: u64,
+    memory: u64,
+    processes: u64,
+    file: u64,
+    open_files: u64,
+}
+
+/// Runs in the child between fork and exec (see the SAFETY note at the call).
+fn confine(limits: &Limits, as_root: bool) -> std::io::Result<()> {
+    setsid()?;
+    // Kill this process if the harness thread that started it dies.
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes an integer argument only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    setrlimit(Resource::RLIMIT_CPU, limits.cpu, limits.cpu + 1)?;
+    setrlimit(Resource::RLIMIT_AS, limits.memory, limits.memory)?;
+    setrlimit(Resource::RLIMIT_FSIZE, limits.file, limits.file)?;
+    setrlimit(Resource::RLIMIT_NOFILE, limits.open_files, limits.open_files)?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+    if as_root {
+        // Counted per uid: as `nobody` this counts only sandboxed programs. (An ordinary
+        // user's own processes would count too, so the limit is not set for one.)
+        setrlimit(Resource::RLIMIT_NPROC, limits.processes, limits.processes)?;
+    }
+    let namespaces = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET;
+    let in_namespaces = nix::sched::unshare(namespaces).is_ok()
+        || (!as_root && nix::sched::unshare(namespaces | CloneFlags::CLONE_NEWUSER).is_ok());
+    if in_namespaces {
+        // The caller stays outside the new PID namespace; its first child is PID 1 there.
+        // SAFETY: fork in a single-threaded child before exec.
+        match unsafe { fork() }? {
+            ForkResult::Child => {}
+            ForkResult::Parent { child } => {
+                // Close the spawn error pipe and our copies of stdout/stderr, then wait and
+                // pass the program's status on.
+                unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+                let code = loop {
+                    match waitpid(child, None) {
+                        Ok(WaitStatus::Exited(_, code)) => break code,
+                        Ok(WaitStatus::Signaled(_, signal, _)) => break 128 + signal as i32,
+                        Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                        Err(_) => break 125,
+                    }
+                };
+                // SAFETY: _exit is async-signal-safe and skips the parent's atexit handlers.
+                unsafe { libc::_exit(code) };
+            }
+        }
+    }
+    if as_root {
+        nix::unistd::setgroups(&[])?;
+        nix::unistd::setgid(Gid::from_raw(NOBODY))?;
+        nix::unistd::setuid(Uid::from_raw(NOBODY))?;
+    }
+    // Changing credentials cleared the death signal: set it again for the program itself.
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    Ok(())
+}
+
+/// Whether this kernel lets the sandbox make PID and network namespaces (probed once by
+/// starting `true` the way programs are started).
+fn probe_pid_namespace() -> bool {
+    static PROBE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PROBE.get_or_init(|| {
+        let as_root = Uid::effective().is_root();
+        let mut command = Command::new("true");
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        // SAFETY: unshare is async-signal-safe and nothing is allocated.
+        unsafe {
+            command.pre_exec(move || {
+                let flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET;
+                nix::sched::unshare(flags)
+                    .or_else(|e| match as_root {
+                        true => Err(e),
+                        false => nix::sched::unshare(flags | CloneFlags::CLONE_NEWUSER),
+                    })
+                    .map_err(std::io::Error::from)
+            });
+        }
+        command.status().is_ok_and(|s| s.success())
+    })
+}
+
+/// Why a program left no result line.
+fn why_no_report(status: Option<std::process::ExitStatus>, stderr: &str) -> String {
+    let Some(status) = status else {
+        return "timeout: killed after the wall-clock limit".into();
+    };
+    // The PID-namespace parent reports a signal as 128 + its number.
+    let signal = status
+        .signal()
+        .or_else(|| status.code().filter(|c| *c > 128).map(|c| c - 128));
+    match signal {
+        Some(s) if s == libc::SIGXCPU => "cpu-limit: killed after the CPU-time limit".into(),
+        Some(s) if s == libc::SIGXFSZ => "file-size-limit: wrote past the file size limit".into(),
+        Some(s) if s == libc::SIGKILL => "killed: SIGKILL (memory or the harness)".into(),
+        Some(s) => format!("killed: signal {s}"),
+        None if stderr.contains("MemoryError") => "memory-limit: MemoryError".into(),
+        None => format!(
+            "no-result: exited with code {} before the tests finished",
+            status.code().unwrap_or(-1)
+        ),
+    }
+}
+
+fn output_file(path: &Path) -> Result<File> {
+    File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| BenchError::io(path, e))
+}
+
+fn read_head(file: &mut File, limit: usize) -> String {
+    let mut buffer = Vec::new();
+    if file.seek(SeekFrom::Start(0)).is_ok() {
+        let _ = file.take(limit as u64).read_to_end(&mut buffer);
+    }
+    String::from_utf8_lossy(&buffer).into_owned()
+}
+
+/// 128 random bits from the kernel, hex-encoded.
+fn nonce() -> String {
+    let mut bytes = [0u8; 16];
+    if let Ok(mut urandom) = File::open("/dev/urandom") {
+        let _ = urandom.read_exact(&mut bytes);
+    }
+    hex::encode(bytes)
+}
