@@ -145,7 +145,7 @@ impl Op {
                 Op::Add => value + b < RESULT_BOUND,
                 Op::Sub => b < value,
                 Op::Mul => value * b < RESULT_BOUND,
-                Op::Div => b < value && value % b == 0,
+                Op::Div => b < value && value.is_multiple_of(b),
             })
             .collect()
     }
@@ -171,24 +171,78 @@ const HE: [&str; 4] = ["he", "him", "his", "himself"];
 const THEY: [&str; 4] = ["they", "them", "their", "themselves"];
 
 const PEOPLE: &[Person] = &[
-    Person { name: "Mia", pronouns: SHE },
-    Person { name: "Noah", pronouns: HE },
-    Person { name: "Aisha", pronouns: SHE },
-    Person { name: "Liam", pronouns: HE },
-    Person { name: "Sofia", pronouns: SHE },
-    Person { name: "Mateo", pronouns: HE },
-    Person { name: "Chen", pronouns: HE },
-    Person { name: "Priya", pronouns: SHE },
-    Person { name: "Kofi", pronouns: HE },
-    Person { name: "Elena", pronouns: SHE },
-    Person { name: "Yuki", pronouns: SHE },
-    Person { name: "Omar", pronouns: HE },
-    Person { name: "Grace", pronouns: SHE },
-    Person { name: "Lucas", pronouns: HE },
-    Person { name: "Zara", pronouns: SHE },
-    Person { name: "Ivan", pronouns: HE },
-    Person { name: "Alex", pronouns: THEY },
-    Person { name: "Sam", pronouns: THEY },
+    Person {
+        name: "Mia",
+        pronouns: SHE,
+    },
+    Person {
+        name: "Noah",
+        pronouns: HE,
+    },
+    Person {
+        name: "Aisha",
+        pronouns: SHE,
+    },
+    Person {
+        name: "Liam",
+        pronouns: HE,
+    },
+    Person {
+        name: "Sofia",
+        pronouns: SHE,
+    },
+    Person {
+        name: "Mateo",
+        pronouns: HE,
+    },
+    Person {
+        name: "Chen",
+        pronouns: HE,
+    },
+    Person {
+        name: "Priya",
+        pronouns: SHE,
+    },
+    Person {
+        name: "Kofi",
+        pronouns: HE,
+    },
+    Person {
+        name: "Elena",
+        pronouns: SHE,
+    },
+    Person {
+        name: "Yuki",
+        pronouns: SHE,
+    },
+    Person {
+        name: "Omar",
+        pronouns: HE,
+    },
+    Person {
+        name: "Grace",
+        pronouns: SHE,
+    },
+    Person {
+        name: "Lucas",
+        pronouns: HE,
+    },
+    Person {
+        name: "Zara",
+        pronouns: SHE,
+    },
+    Person {
+        name: "Ivan",
+        pronouns: HE,
+    },
+    Person {
+        name: "Alex",
+        pronouns: THEY,
+    },
+    Person {
+        name: "Sam",
+        pronouns: THEY,
+    },
 ];
 
 const OBJECTS: &[&str] = &[
@@ -215,16 +269,40 @@ const QUESTIONS: &[&str] = &[
 /// (problem sentence, solution sentence) pairs per operation; `{v}`, `{b}`, `{r}` are the
 /// operands and result, `{eq}` the annotated equation `v+b=<<v+b=r>>r`.
 const ADD: &[(&str, &str)] = &[
-    ("{P} buys {b} more {obj}.", "After buying {b} more, {N} has {eq} {obj}."),
-    ("Then {p} finds {b} more {obj}.", "Finding {b} more gives {eq} {obj}."),
-    ("A friend gives {o} {b} more {obj}.", "With the gift, {N} has {eq} {obj}."),
-    ("{P} gets {b} more {obj} as a present.", "{N} now has {eq} {obj}."),
+    (
+        "{P} buys {b} more {obj}.",
+        "After buying {b} more, {N} has {eq} {obj}.",
+    ),
+    (
+        "Then {p} finds {b} more {obj}.",
+        "Finding {b} more gives {eq} {obj}.",
+    ),
+    (
+        "A friend gives {o} {b} more {obj}.",
+        "With the gift, {N} has {eq} {obj}.",
+    ),
+    (
+        "{P} gets {b} more {obj} as a present.",
+        "{N} now has {eq} {obj}.",
+    ),
 ];
 const SUB: &[(&str, &str)] = &[
-    ("{P} gives away {b} {obj}.", "After giving away {b}, {N} has {eq} {obj}."),
-    ("Then {p} loses {b} of them.", "Losing {b} leaves {eq} {obj}."),
-    ("{P} uses {b} {obj} for a project.", "{N} has {eq} {obj} left."),
-    ("{P} sells {b} of {pos} {obj}.", "Selling {b} leaves {N} with {eq} {obj}."),
+    (
+        "{P} gives away {b} {obj}.",
+        "After giving away {b}, {N} has {eq} {obj}.",
+    ),
+    (
+        "Then {p} loses {b} of them.",
+        "Losing {b} leaves {eq} {obj}.",
+    ),
+    (
+        "{P} uses {b} {obj} for a project.",
+        "{N} has {eq} {obj} left.",
+    ),
+    (
+        "{P} sells {b} of {pos} {obj}.",
+        "Selling {b} leaves {N} with {eq} {obj}.",
+    ),
 ];
 const MUL: &[(&str, &str)] = &[
     (
@@ -283,7 +361,8 @@ fn compose(rng: &mut SplitMix64, level: u8) -> (String, String, u64) {
     };
 
     let mut value = rng.range(2, MAX_OPERAND);
-    let mut question = vec![fill(*rng.pick(OPENINGS), value, 0, "")];
+    let opening = *rng.pick(OPENINGS);
+    let mut question = vec![fill(opening, value, 0, "")];
     let mut solution = Vec::new();
     for _ in 0..level {
         let feasible: Vec<Op> = [Op::Add, Op::Sub, Op::Mul, Op::Div]
@@ -306,7 +385,8 @@ fn compose(rng: &mut SplitMix64, level: u8) -> (String, String, u64) {
         solution.push(fill(answer, value, b, &eq));
         value = result;
     }
-    question.push(fill(*rng.pick(QUESTIONS), value, 0, ""));
+    let ask = *rng.pick(QUESTIONS);
+    question.push(fill(ask, value, 0, ""));
     solution.push(format!("#### {value}"));
     (question.join(" "), solution.join("\n"), value)
 }
@@ -366,7 +446,10 @@ mod tests {
         let total: usize = ops.iter().sum();
         for count in ops {
             // Balanced proportions: every operation between 15% and 35% of all steps.
-            assert!(count * 100 > total * 15 && count * 100 < total * 35, "{ops:?}");
+            assert!(
+                count * 100 > total * 15 && count * 100 < total * 35,
+                "{ops:?}"
+            );
         }
     }
 }

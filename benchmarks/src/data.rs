@@ -153,9 +153,8 @@ pub(crate) fn jsonl_records(file: &str, bytes: &[u8]) -> Result<Vec<Record>> {
         if line.trim().is_empty() {
             continue;
         }
-        let value = serde_json::from_str(line).map_err(|e| {
-            BenchError::record(file, index + 1, "-", format!("invalid JSON: {e}"))
-        })?;
+        let value = serde_json::from_str(line)
+            .map_err(|e| BenchError::record(file, index + 1, "-", format!("invalid JSON: {e}")))?;
         records.push(Record {
             file: name.clone(),
             line: index + 1,
@@ -170,9 +169,8 @@ pub(crate) fn json_array_records(file: &str, bytes: &[u8]) -> Result<Vec<Record>
     let name: Arc<str> = Arc::from(file);
     let text = std::str::from_utf8(bytes)
         .map_err(|e| BenchError::record(file, 0, "-", format!("not UTF-8: {e}")))?;
-    let raw: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| {
-        BenchError::record(file, e.line(), "-", format!("invalid JSON array: {e}"))
-    })?;
+    let raw: Vec<&RawValue> = serde_json::from_str(text)
+        .map_err(|e| BenchError::record(file, e.line(), "-", format!("invalid JSON array: {e}")))?;
     raw.into_iter()
         .map(|element| {
             // RawValue borrows from `text`, so its offset gives the line it starts on.
@@ -305,7 +303,8 @@ mod tests {
 
     #[test]
     fn json_array_elements_know_their_line() {
-        let records = json_array_records("a.json", b"[\n  {\"x\": 1},\n  {\n \"x\": 2}\n]").unwrap();
+        let records =
+            json_array_records("a.json", b"[\n  {\"x\": 1},\n  {\n \"x\": 2}\n]").unwrap();
         assert_eq!(records[0].line, 2);
         assert_eq!(records[1].line, 3);
     }

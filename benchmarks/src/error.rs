@@ -7,7 +7,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// A vendored or user-supplied data file does not have the bytes it should.
-    #[error("{file}: sha256 is {actual}, expected {expected} (the file is damaged or was replaced)")]
+    #[error(
+        "{file}: sha256 is {actual}, expected {expected} (the file is damaged or was replaced)"
+    )]
     Checksum {
         file: String,
         expected: String,
@@ -44,12 +46,7 @@ pub enum BenchError {
 }
 
 impl BenchError {
-    pub(crate) fn record(
-        file: &str,
-        line: usize,
-        field: &str,
-        message: impl Into<String>,
-    ) -> Self {
+    pub(crate) fn record(file: &str, line: usize, field: &str, message: impl Into<String>) -> Self {
         BenchError::Record {
             file: file.to_string(),
             line,

@@ -61,7 +61,10 @@ pub static TEMPLATES: &[Template] = &[
 pub fn template(name: &str) -> Result<&'static Template> {
     TEMPLATES.iter().find(|t| t.name == name).ok_or_else(|| {
         let names: Vec<_> = TEMPLATES.iter().map(|t| t.name).collect();
-        BenchError::NotFound(format!("unknown template `{name}` (known: {})", names.join(", ")))
+        BenchError::NotFound(format!(
+            "unknown template `{name}` (known: {})",
+            names.join(", ")
+        ))
     })
 }
 
@@ -140,7 +143,11 @@ mod tests {
                 "choice" => "The answer is X",
                 _ => "```python",
             };
-            assert!(t.user.contains(format) && t.plain.contains(format), "{}", t.name);
+            assert!(
+                t.user.contains(format) && t.plain.contains(format),
+                "{}",
+                t.name
+            );
             assert!(t.user.contains("{question}") && t.plain.contains("{question}"));
         }
         assert!(template("nope").is_err());

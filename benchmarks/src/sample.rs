@@ -82,6 +82,14 @@ impl Sample {
 
 /// Reads a sample file; a bad line is an error naming the file and line.
 pub fn read_samples(path: &Path) -> Result<Vec<Sample>> {
+    Ok(read_sample_lines(path)?
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect())
+}
+
+/// Reads a sample file with the 1-based line number of each sample.
+pub fn read_sample_lines(path: &Path) -> Result<Vec<(usize, Sample)>> {
     let file = std::fs::File::open(path).map_err(|e| BenchError::io(path, e))?;
     let mut samples = Vec::new();
     for (index, line) in BufReader::new(file).lines().enumerate() {
@@ -90,14 +98,13 @@ pub fn read_samples(path: &Path) -> Result<Vec<Sample>> {
             continue;
         }
         let mut json = serde_json::Deserializer::from_str(&line);
-        let sample = serde_path_to_error::deserialize(&mut json).map_err(|e| {
-            BenchError::SampleLine {
+        let sample =
+            serde_path_to_error::deserialize(&mut json).map_err(|e| BenchError::SampleLine {
                 file: path.to_path_buf(),
                 line: index + 1,
                 message: format!("field `{}`: {}", e.path(), e.inner()),
-            }
-        })?;
-        samples.push(sample);
+            })?;
+        samples.push((index + 1, sample));
     }
     Ok(samples)
 }
@@ -132,7 +139,11 @@ mod tests {
     fn minimal_foreign_line_reads_and_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.jsonl");
-        std::fs::write(&path, "{\"problem_id\": \"7\", \"response\": \"#### 3\"}\n\n").unwrap();
+        std::fs::write(
+            &path,
+            "{\"problem_id\": \"7\", \"response\": \"#### 3\"}\n\n",
+        )
+        .unwrap();
         let mut samples = read_samples(&path).unwrap();
         assert_eq!(samples.len(), 1);
         assert_eq!(samples[0].sample_index, None);
@@ -145,8 +156,11 @@ mod tests {
     fn bad_line_names_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.jsonl");
-        std::fs::write(&path, "{\"problem_id\": \"1\", \"response\": \"\"}\n{\"problem_id\": 2}\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "{\"problem_id\": \"1\", \"response\": \"\"}\n{\"problem_id\": 2}\n",
+        )
+        .unwrap();
         let err = read_samples(&path).unwrap_err().to_string();
         assert!(err.contains("s.jsonl:2:"), "{err}");
         assert!(err.contains("field `problem_id`"), "{err}");

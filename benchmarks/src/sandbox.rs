@@ -154,7 +154,10 @@ impl Sandbox {
             }
         });
         drop(slots);
-        results.into_iter().map(|o| o.expect("every job ran")).collect()
+        results
+            .into_iter()
+            .map(|o| o.expect("every job ran"))
+            .collect()
     }
 
     /// Runs one program. Failures of the program are outcomes; failures to set up the
@@ -216,7 +219,10 @@ impl Sandbox {
             command.pre_exec(move || confine(&limits, as_root));
         }
         let mut child = command.spawn().map_err(|e| {
-            BenchError::Sandbox(format!("cannot start {}: {e}", self.config.python.display()))
+            BenchError::Sandbox(format!(
+                "cannot start {}: {e}",
+                self.config.python.display()
+            ))
         })?;
         let pgid = Pid::from_raw(child.id() as i32);
         let status = child.wait_timeout(self.config.timeout).map_err(io)?;
@@ -282,7 +288,11 @@ fn confine(limits: &Limits, as_root: bool) -> std::io::Result<()> {
     setrlimit(Resource::RLIMIT_CPU, limits.cpu, limits.cpu + 1)?;
     setrlimit(Resource::RLIMIT_AS, limits.memory, limits.memory)?;
     setrlimit(Resource::RLIMIT_FSIZE, limits.file, limits.file)?;
-    setrlimit(Resource::RLIMIT_NOFILE, limits.open_files, limits.open_files)?;
+    setrlimit(
+        Resource::RLIMIT_NOFILE,
+        limits.open_files,
+        limits.open_files,
+    )?;
     setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
     if as_root {
         // Counted per uid: as `nobody` this counts only sandboxed programs. (An ordinary
@@ -293,24 +303,14 @@ fn confine(limits: &Limits, as_root: bool) -> std::io::Result<()> {
     let in_namespaces = nix::sched::unshare(namespaces).is_ok()
         || (!as_root && nix::sched::unshare(namespaces | CloneFlags::CLONE_NEWUSER).is_ok());
     if in_namespaces {
-        // The caller stays outside the new PID namespace; its first child is PID 1 there.
-        // SAFETY: fork in a single-threaded child before exec.
-        match unsafe { fork() }? {
-            ForkResult::Child => {}
-            ForkResult::Parent { child } => {
-                // Close the spawn error pipe and our copies of stdout/stderr, then wait and
-                // pass the program's status on.
-                unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-                let code = loop {
-                    match waitpid(child, None) {
-                        Ok(WaitStatus::Exited(_, code)) => break code,
-                        Ok(WaitStatus::Signaled(_, signal, _)) => break 128 + signal as i32,
-                        Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                        Err(_) => break 125,
-                    }
-                };
-                // SAFETY: _exit is async-signal-safe and skips the parent's atexit handlers.
-                unsafe { libc::_exit(code) };
+        // The caller stays outside the new PID namespace and its first child is PID 1 there.
+        // PID 1 only relays: the kernel does not deliver default-action signals such as
+        // SIGXCPU to a namespace's init, so the program itself runs as PID 2. When PID 1
+        // exits, the kernel kills everything left in the namespace.
+        for _ in 0..2 {
+            // SAFETY: fork in a single-threaded child before exec.
+            if let ForkResult::Parent { child } = unsafe { fork() }? {
+                relay(child);
             }
         }
     }
@@ -325,6 +325,27 @@ fn confine(limits: &Limits, as_root: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Waits for `child` and exits with its status (a signal as 128 + its number), holding
+/// nothing of the harness: its SIGCHLD handler (wait-timeout's self-pipe, inherited through
+/// fork) is reset and every inherited descriptor above stderr (the spawn error pipe) closed.
+fn relay(child: Pid) -> ! {
+    // SAFETY: signal, close_range (via syscall), waitpid and _exit are async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+    let code = loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => break code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => break 128 + signal as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break 125,
+        }
+    };
+    // SAFETY: _exit skips the harness's atexit handlers, which are not this process's.
+    unsafe { libc::_exit(code) }
+}
+
 /// Whether this kernel lets the sandbox make PID and network namespaces (probed once by
 /// starting `true` the way programs are started).
 fn probe_pid_namespace() -> bool {
@@ -332,7 +353,10 @@ fn probe_pid_namespace() -> bool {
     *PROBE.get_or_init(|| {
         let as_root = Uid::effective().is_root();
         let mut command = Command::new("true");
-        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         // SAFETY: unshare is async-signal-safe and nothing is allocated.
         unsafe {
             command.pre_exec(move || {

@@ -21,6 +21,9 @@ def _run():
         os.unlink(name)
     result = os.open(".result", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     write, close, exit_now = os.write, os.close, os._exit
+    # Bound now: a candidate that rebinds builtins.AssertionError (or SystemExit) must not
+    # change which handler below catches what.
+    assertion_error, system_exit, base_exception = AssertionError, SystemExit, BaseException
     try:
         interfaces = sorted(name for _, name in socket.if_nameindex())
     except OSError:
@@ -38,9 +41,9 @@ def _run():
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     try:
         exec(compile(candidate, "candidate.py", "exec"), namespace)
-    except SystemExit:
+    except system_exit:
         report("fail exit-in-candidate: the program exited before the tests ran")
-    except BaseException as e:  # noqa: BLE001 - any failure of the candidate is a verdict
+    except base_exception as e:  # noqa: BLE001 - any failure of the candidate is a verdict
         report("fail error-in-candidate: %s: %s" % (type(e).__name__, str(e)[:200]))
     if entry_point not in namespace:
         report("fail missing-function: %s is not defined" % entry_point)
@@ -50,11 +53,11 @@ def _run():
     test_namespace["__builtins__"] = clean_builtins
     try:
         exec(compile(tests, "tests.py", "exec"), test_namespace)
-    except AssertionError:
+    except assertion_error:
         report("fail assertion: a test assert failed")
-    except SystemExit:
+    except system_exit:
         report("fail exit-in-tests: the program exited during the tests")
-    except BaseException as e:  # noqa: BLE001
+    except base_exception as e:  # noqa: BLE001
         report("fail error-in-tests: %s: %s" % (type(e).__name__, str(e)[:200]))
     report("pass")
 

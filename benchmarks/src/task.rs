@@ -45,7 +45,10 @@ pub(crate) enum Source {
     Math(&'static DataFile),
     Csqa(&'static DataFile),
     /// MBPP task ids `first..=last` of the full file.
-    Mbpp { first: i64, last: i64 },
+    Mbpp {
+        first: i64,
+        last: i64,
+    },
     Svamp,
     Arith,
 }
@@ -62,8 +65,14 @@ pub static TASKS: &[Task] = &[
         name: "gsm8k",
         version: 1,
         splits: &[
-            Split { name: "train", source: Source::Gsm8k(&data::GSM8K_TRAIN) },
-            Split { name: "test", source: Source::Gsm8k(&data::GSM8K_TEST) },
+            Split {
+                name: "train",
+                source: Source::Gsm8k(&data::GSM8K_TRAIN),
+            },
+            Split {
+                name: "test",
+                source: Source::Gsm8k(&data::GSM8K_TEST),
+            },
         ],
         train_split: Some("train"),
         eval_split: "test",
@@ -75,9 +84,18 @@ pub static TASKS: &[Task] = &[
         name: "math",
         version: 1,
         splits: &[
-            Split { name: "train", source: Source::Math(&data::MATH_TRAIN) },
-            Split { name: "test", source: Source::Math(&data::MATH_TEST) },
-            Split { name: "math500", source: Source::Math(&data::MATH500_TEST) },
+            Split {
+                name: "train",
+                source: Source::Math(&data::MATH_TRAIN),
+            },
+            Split {
+                name: "test",
+                source: Source::Math(&data::MATH_TEST),
+            },
+            Split {
+                name: "math500",
+                source: Source::Math(&data::MATH500_TEST),
+            },
         ],
         train_split: Some("train"),
         eval_split: "math500",
@@ -89,8 +107,14 @@ pub static TASKS: &[Task] = &[
         name: "csqa",
         version: 1,
         splits: &[
-            Split { name: "train", source: Source::Csqa(&data::CSQA_TRAIN) },
-            Split { name: "dev", source: Source::Csqa(&data::CSQA_DEV) },
+            Split {
+                name: "train",
+                source: Source::Csqa(&data::CSQA_TRAIN),
+            },
+            Split {
+                name: "dev",
+                source: Source::Csqa(&data::CSQA_DEV),
+            },
         ],
         train_split: Some("train"),
         eval_split: "dev",
@@ -102,10 +126,31 @@ pub static TASKS: &[Task] = &[
         name: "mbpp",
         version: 1,
         splits: &[
-            Split { name: "train", source: Source::Mbpp { first: 601, last: 974 } },
-            Split { name: "validation", source: Source::Mbpp { first: 511, last: 600 } },
-            Split { name: "test", source: Source::Mbpp { first: 11, last: 510 } },
-            Split { name: "prompt", source: Source::Mbpp { first: 1, last: 10 } },
+            Split {
+                name: "train",
+                source: Source::Mbpp {
+                    first: 601,
+                    last: 974,
+                },
+            },
+            Split {
+                name: "validation",
+                source: Source::Mbpp {
+                    first: 511,
+                    last: 600,
+                },
+            },
+            Split {
+                name: "test",
+                source: Source::Mbpp {
+                    first: 11,
+                    last: 510,
+                },
+            },
+            Split {
+                name: "prompt",
+                source: Source::Mbpp { first: 1, last: 10 },
+            },
         ],
         train_split: Some("train"),
         eval_split: "test",
@@ -116,7 +161,10 @@ pub static TASKS: &[Task] = &[
     Task {
         name: "svamp",
         version: 1,
-        splits: &[Split { name: "test", source: Source::Svamp }],
+        splits: &[Split {
+            name: "test",
+            source: Source::Svamp,
+        }],
         train_split: None,
         eval_split: "test",
         grader: GraderKind::Numeric,
@@ -127,9 +175,18 @@ pub static TASKS: &[Task] = &[
         name: "arith",
         version: arith::GENERATOR_VERSION,
         splits: &[
-            Split { name: "train", source: Source::Arith },
-            Split { name: "test", source: Source::Arith },
-            Split { name: "ood", source: Source::Arith },
+            Split {
+                name: "train",
+                source: Source::Arith,
+            },
+            Split {
+                name: "test",
+                source: Source::Arith,
+            },
+            Split {
+                name: "ood",
+                source: Source::Arith,
+            },
         ],
         train_split: Some("train"),
         eval_split: "test",
@@ -143,7 +200,10 @@ pub static TASKS: &[Task] = &[
 pub fn task(name: &str) -> Result<&'static Task> {
     TASKS.iter().find(|t| t.name == name).ok_or_else(|| {
         let names: Vec<_> = TASKS.iter().map(|t| t.name).collect();
-        BenchError::NotFound(format!("unknown task `{name}` (known: {})", names.join(", ")))
+        BenchError::NotFound(format!(
+            "unknown task `{name}` (known: {})",
+            names.join(", ")
+        ))
     })
 }
 
@@ -182,7 +242,10 @@ impl Task {
                 }
                 Ok(problems)
             }
-            Source::Svamp => records(source, &data::SVAMP, true)?.iter().map(svamp).collect(),
+            Source::Svamp => records(source, &data::SVAMP, true)?
+                .iter()
+                .map(svamp)
+                .collect(),
             Source::Arith => arith::generate(split, seed)
                 .ok_or_else(|| BenchError::NotFound(format!("arith has no split `{split}`"))),
         }
@@ -305,11 +368,18 @@ fn svamp(record: &Record) -> Result<Problem> {
     let answer = record.number_text("Answer")?;
     let answer = crate::grade::numeric::normalize(&answer)
         .ok_or_else(|| record.error("Answer", "not a number"))?;
-    let joiner = if body.trim_end().ends_with(['.', '?', '!', ',']) { " " } else { ". " };
+    let joiner = if body.trim_end().ends_with(['.', '?', '!', ',']) {
+        " "
+    } else {
+        ". "
+    };
     Ok(Problem {
         id: record.str("ID")?,
         question: format!("{}{joiner}{}", body.trim_end(), record.str("Question")?),
-        solution: format!("{} = {answer}\n#### {answer}", record.str("Equation")?.trim()),
+        solution: format!(
+            "{} = {answer}\n#### {answer}",
+            record.str("Equation")?.trim()
+        ),
         answer,
         meta: ProblemMeta {
             subject: Some(record.str("Type")?),
@@ -348,8 +418,15 @@ mod tests {
 
     #[test]
     fn math_keeps_level_and_subject() {
-        let problems = task("math").unwrap().load("math500", &DataSource::Embedded, 0).unwrap();
-        assert!(problems.iter().all(|p| p.meta.level.is_some() && p.meta.subject.is_some()));
+        let problems = task("math")
+            .unwrap()
+            .load("math500", &DataSource::Embedded, 0)
+            .unwrap();
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.meta.level.is_some() && p.meta.subject.is_some())
+        );
         let levels: std::collections::BTreeSet<_> =
             problems.iter().filter_map(|p| p.meta.level).collect();
         assert_eq!(levels.into_iter().collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
@@ -357,8 +434,16 @@ mod tests {
 
     #[test]
     fn unknown_names_are_clear_errors() {
-        assert!(task("gsm9k").unwrap_err().to_string().contains("known: gsm8k"));
+        assert!(
+            task("gsm9k")
+                .unwrap_err()
+                .to_string()
+                .contains("known: gsm8k")
+        );
         let err = task("mbpp").unwrap().split("dev").unwrap_err().to_string();
-        assert!(err.contains("splits: train, validation, test, prompt"), "{err}");
+        assert!(
+            err.contains("splits: train, validation, test, prompt"),
+            "{err}"
+        );
     }
 }

@@ -96,8 +96,14 @@ mod tests {
         assert_eq!(pick("I pick C) because"), Some(('C', "letter-paren")));
         assert_eq!(pick("Option (E) fits best"), Some(('E', "letter-paren")));
         assert_eq!(pick("Best option:\nD"), Some(('D', "final-letter")));
-        assert_eq!(pick("You would find it at a department store."), Some(('C', "option-text")));
-        assert_eq!(pick("B seems plausible, let me think more about it"), Some(('B', "last-letter")));
+        assert_eq!(
+            pick("You would find it at a department store."),
+            Some(('C', "option-text"))
+        );
+        assert_eq!(
+            pick("B seems plausible, let me think more about it"),
+            Some(('B', "last-letter"))
+        );
     }
 
     #[test]
@@ -106,7 +112,10 @@ mod tests {
         assert_eq!(pick("a small thing"), None);
         assert_eq!(pick("nothing fits"), None);
         // Only a capital letter is an option: "the answer is a ..." names no letter.
-        assert_eq!(pick("The answer is a department store"), Some(('C', "option-text")));
+        assert_eq!(
+            pick("The answer is a department store"),
+            Some(('C', "option-text"))
+        );
         // "The answer is" wins over an earlier parenthesised letter.
         assert_eq!(pick("(A) is wrong, the answer is C").unwrap().0, 'C');
         assert!(!grade("The answer is A.", "B", &opts()).correct);

@@ -16,9 +16,32 @@ static CALL: LazyLock<Regex> =
 
 /// Calls in an assert that wrap the tested function rather than being it.
 const WRAPPERS: &[&str] = &[
-    "set", "sorted", "list", "tuple", "str", "int", "float", "abs", "round", "len", "bool",
-    "dict", "frozenset", "type", "isinstance", "all", "any", "sum", "max", "min", "repr",
-    "math.isclose", "isclose", "math.floor", "math.ceil", "not",
+    "set",
+    "sorted",
+    "list",
+    "tuple",
+    "str",
+    "int",
+    "float",
+    "abs",
+    "round",
+    "len",
+    "bool",
+    "dict",
+    "frozenset",
+    "type",
+    "isinstance",
+    "all",
+    "any",
+    "sum",
+    "max",
+    "min",
+    "repr",
+    "math.isclose",
+    "isclose",
+    "math.floor",
+    "math.ceil",
+    "not",
 ];
 
 /// The function an MBPP assert line tests: the first call that is not a wrapper, else the
@@ -83,7 +106,10 @@ mod tests {
 
     #[test]
     fn finds_the_tested_function_through_wrappers() {
-        assert_eq!(called_function("assert min_cost([[1]], 2, 2) == 8").as_deref(), Some("min_cost"));
+        assert_eq!(
+            called_function("assert min_cost([[1]], 2, 2) == 8").as_deref(),
+            Some("min_cost")
+        );
         assert_eq!(
             called_function("assert set(similar_elements((3, 4), (5, 4))) == set((4,))").as_deref(),
             Some("similar_elements")
@@ -92,16 +118,26 @@ mod tests {
             called_function("assert math.isclose(area(2), 12.5, rel_tol=0.001)").as_deref(),
             Some("area")
         );
-        assert_eq!(called_function("assert sum(10,15) == 6").as_deref(), Some("sum"));
+        assert_eq!(
+            called_function("assert sum(10,15) == 6").as_deref(),
+            Some("sum")
+        );
         assert_eq!(called_function("x = f(1)"), None);
     }
 
     #[test]
     fn extraction_prefers_the_block_that_defines_the_function() {
-        let text = "Example:\n```\nprint(1)\n```\nSolution:\n```python\ndef f(x):\n    return x\n```";
-        assert_eq!(extract(text, "f"), ("def f(x):\n    return x\n".into(), "fenced"));
+        let text =
+            "Example:\n```\nprint(1)\n```\nSolution:\n```python\ndef f(x):\n    return x\n```";
+        assert_eq!(
+            extract(text, "f"),
+            ("def f(x):\n    return x\n".into(), "fenced")
+        );
         let (code, rule) = extract("```python\ndef f(x):\n    return", "f");
-        assert_eq!((code.as_str(), rule), ("def f(x):\n    return", "fenced-open"));
+        assert_eq!(
+            (code.as_str(), rule),
+            ("def f(x):\n    return", "fenced-open")
+        );
         assert_eq!(extract("def f(): pass", "f").1, "raw");
     }
 

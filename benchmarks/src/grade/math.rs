@@ -58,7 +58,12 @@ static SIMPLE_RATIO: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(-?\d+)/(\
 pub fn normalize(answer: &str) -> String {
     let mut s = answer.replace('\n', "").replace("\\!", "");
     s = s.replace("\\\\", "\\");
-    for (from, to) in [("tfrac", "frac"), ("dfrac", "frac"), ("\\left", ""), ("\\right", "")] {
+    for (from, to) in [
+        ("tfrac", "frac"),
+        ("dfrac", "frac"),
+        ("\\left", ""),
+        ("\\right", ""),
+    ] {
         s = s.replace(from, to);
     }
     for spacing in ["\\displaystyle", "\\,", "\\;", "\\:", "\\ "] {
@@ -227,7 +232,10 @@ mod tests {
 
     #[test]
     fn last_boxed_is_brace_balanced_and_last() {
-        assert_eq!(last_boxed(r"\boxed{1} then \boxed{\frac{1}{2}}."), Some(r"\frac{1}{2}"));
+        assert_eq!(
+            last_boxed(r"\boxed{1} then \boxed{\frac{1}{2}}."),
+            Some(r"\frac{1}{2}")
+        );
         assert_eq!(last_boxed(r"so \fbox{7}"), Some("7"));
         assert_eq!(last_boxed(r"$\boxed 5$"), Some("5"));
         assert_eq!(last_boxed(r"\boxed{unclosed"), None);

@@ -100,7 +100,9 @@ impl Parser {
                 value /= self.unary()?;
             } else if matches!(
                 self.peek(),
-                Some(Token::Num(_) | Token::Pi | Token::Frac | Token::Sqrt | Token::Open('(' | '{'))
+                Some(
+                    Token::Num(_) | Token::Pi | Token::Frac | Token::Sqrt | Token::Open('(' | '{')
+                )
             ) {
                 value *= self.power()?;
             } else {

@@ -64,7 +64,9 @@ impl<'a> Grader<'a> {
     /// A grader for `kind`; code grading needs a sandbox.
     pub fn new(kind: GraderKind, sandbox: Option<&'a Sandbox>) -> crate::Result<Self> {
         if kind == GraderKind::Code && sandbox.is_none() {
-            return Err(crate::BenchError::Sandbox("code grading needs a sandbox".into()));
+            return Err(crate::BenchError::Sandbox(
+                "code grading needs a sandbox".into(),
+            ));
         }
         Ok(Grader { kind, sandbox })
     }
@@ -101,7 +103,8 @@ impl<'a> Grader<'a> {
             Some(sandbox) => sandbox.run_all(&jobs, done),
             None => Vec::new(), // unreachable: `new` requires a sandbox for code
         };
-        for ((i, rule), (job, outcome)) in job_index.into_iter().zip(jobs.into_iter().zip(outcomes)) {
+        for ((i, rule), (job, outcome)) in job_index.into_iter().zip(jobs.into_iter().zip(outcomes))
+        {
             verdicts[i] = Some(Verdict {
                 correct: outcome.passed,
                 extracted: Some(job.code),

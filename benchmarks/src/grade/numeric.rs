@@ -84,7 +84,10 @@ mod tests {
             extract("3+4=7\n#### 7\nthen 9"),
             Some(("7".into(), AFTER_HASHES))
         );
-        assert_eq!(extract("so 12 apples, 15"), Some(("15".into(), LAST_NUMBER)));
+        assert_eq!(
+            extract("so 12 apples, 15"),
+            Some(("15".into(), LAST_NUMBER))
+        );
         assert_eq!(extract("no digits here"), None);
         // `####` with no number after it falls back to the last number of the text.
         assert_eq!(extract("it is 4\n####"), Some(("4".into(), LAST_NUMBER)));

@@ -1,0 +1,271 @@
+//! The hostile-program corpus: each program must be contained and marked incorrect with its
+//! reason, leave no process behind, and write nothing outside its directory. A correct
+//! program passes, so these checks can tell a working sandbox from one that fails everything.
+
+use std::net::TcpListener;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use benchmarks::sandbox::{Job, Outcome};
+use benchmarks::{Sandbox, SandboxConfig};
+
+/// Sandbox tests run one at a time so that the leftover-process check sees only its own.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn sandbox() -> Sandbox {
+    Sandbox::new(SandboxConfig {
+        timeout: Duration::from_secs(4),
+        cpu_seconds: 3,
+        memory_bytes: 512 << 20,
+        max_file_bytes: 4 << 20,
+        output_bytes: 4096,
+        parallel: 2,
+        ..SandboxConfig::default()
+    })
+    .unwrap()
+}
+
+/// A job whose test passes only if `f(1) == 2`.
+fn job(code: &str) -> Job {
+    Job {
+        code: code.to_string(),
+        tests: "assert f(1) == 2\n".to_string(),
+        entry_point: "f".to_string(),
+    }
+}
+
+/// Processes started by the sandbox (all share the runner's command line) still alive.
+fn leftovers() -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let zombie = status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'));
+        if !zombie && String::from_utf8_lossy(&cmdline).contains("runner.py") {
+            found.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    found
+}
+
+fn assert_no_leftovers(name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !leftovers().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        leftovers().is_empty(),
+        "{name}: processes left behind: {:?}",
+        leftovers()
+    );
+}
+
+fn run_hostile(sandbox: &Sandbox, name: &str, code: &str) -> Outcome {
+    let outcome = sandbox.run(&job(code));
+    eprintln!(
+        "{name}: {} [network {}] {:?}",
+        outcome.reason, outcome.network, outcome.wall
+    );
+    assert!(
+        !outcome.passed,
+        "{name}: a hostile program passed: {outcome:?}"
+    );
+    assert!(!outcome.reason.is_empty(), "{name}: no reason");
+    assert_no_leftovers(name);
+    let outside: Vec<_> = std::fs::read_dir(sandbox.root())
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "{name}: left files in the sandbox root: {outside:?}"
+    );
+    outcome
+}
+
+#[test]
+fn a_correct_program_passes_and_a_wrong_one_fails() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = sandbox();
+    let good = sandbox.run(&job("def f(x):\n    return x + 1\n"));
+    assert!(good.passed, "{good:?}");
+    assert_eq!(good.reason, "pass");
+    let bad = sandbox.run(&job("def f(x):\n    return x\n"));
+    assert!(!bad.passed);
+    assert!(bad.reason.starts_with("fail assertion"), "{bad:?}");
+    let broken = sandbox.run(&job("def f(x) return x\n"));
+    assert!(broken.reason.contains("SyntaxError"), "{broken:?}");
+}
+
+#[test]
+fn hostile_corpus_is_contained() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = sandbox();
+    let limit = 4096;
+
+    let o = run_hostile(
+        &sandbox,
+        "infinite loop",
+        "def f(x):\n    while True:\n        pass\n",
+    );
+    assert!(
+        o.reason.starts_with("timeout") || o.reason.starts_with("cpu-limit"),
+        "{o:?}"
+    );
+
+    let o = run_hostile(
+        &sandbox,
+        "fork bomb",
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+    );
+    assert!(o.wall < Duration::from_secs(8), "{o:?}");
+
+    let o = run_hostile(
+        &sandbox,
+        "memory bomb",
+        "blocks = []\nwhile True:\n    blocks.append(bytearray(64 << 20))\n",
+    );
+    assert!(
+        o.reason.contains("MemoryError") || o.reason.starts_with("memory"),
+        "{o:?}"
+    );
+
+    let o = run_hostile(
+        &sandbox,
+        "disk filler",
+        "with open('fill', 'wb') as out:\n    while True:\n        out.write(b'0' * (1 << 20))\n",
+    );
+    assert!(
+        o.reason.contains("File too large") || o.reason.starts_with("file-size"),
+        "{o:?}"
+    );
+
+    let o = run_hostile(
+        &sandbox,
+        "huge output",
+        "while True:\n    print('x' * 10000)\n",
+    );
+    assert!(
+        o.stdout.len() <= limit && o.stdout.starts_with("xxxx"),
+        "{}",
+        o.stdout.len()
+    );
+
+    run_hostile(
+        &sandbox,
+        "child outlives parent",
+        "import os, time\nif os.fork() == 0:\n    time.sleep(60)\n    os._exit(0)\ndef f(x):\n    return x\n",
+    );
+
+    run_hostile(
+        &sandbox,
+        "setsid daemon",
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        \
+         time.sleep(60)\n    os._exit(0)\ndef f(x):\n    return x\n",
+    );
+
+    let o = run_hostile(
+        &sandbox,
+        "kill the parent",
+        "import os, signal\nfor pid in [os.getppid()] + [int(p) for p in os.listdir('/proc') if p.isdigit()]:\n    \
+         if pid != os.getpid():\n        try:\n            os.kill(pid, signal.SIGKILL)\n        \
+         except Exception:\n            pass\ndef f(x):\n    return x\n",
+    );
+    assert!(!o.passed);
+
+    // Passes only if it finds anything of the harness's environment.
+    let o = run_hostile(
+        &sandbox,
+        "read the environment",
+        "import os\nleak = [k for k in os.environ if k not in ('HOME', 'LC_ALL')]\n\
+         for pid in os.listdir('/proc'):\n    try:\n        \
+         data = open('/proc/%s/environ' % pid, 'rb').read()\n        \
+         if b'PATH=' in data:\n            leak.append(pid)\n    except Exception:\n        pass\n\
+         def f(x):\n    return 2 if leak else 0\n",
+    );
+    assert!(o.reason.starts_with("fail assertion"), "{o:?}");
+
+    // Passes only if it could write next to its own directory.
+    let o = run_hostile(
+        &sandbox,
+        "write to ../",
+        "import os\nok = False\nfor path in ['../escape.txt', os.path.join(os.environ['HOME'], '..', 'escape2.txt')]:\n    \
+         try:\n        open(path, 'w').write('x')\n        ok = True\n    except OSError:\n        pass\n\
+         def f(x):\n    return 2 if ok else 0\n",
+    );
+    assert!(o.reason.starts_with("fail assertion"), "{o:?}");
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let o = run_hostile(
+        &sandbox,
+        "open a socket",
+        &format!(
+            "import socket\nok = False\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=1)\n    \
+             ok = True\nexcept OSError:\n    pass\ndef f(x):\n    return 2 if ok else 0\n"
+        ),
+    );
+    assert!(o.reason.starts_with("fail assertion"), "{o:?}");
+    assert!(
+        listener.accept().is_err(),
+        "the sandboxed program reached the host"
+    );
+    assert_eq!(o.network, "isolated", "{o:?}");
+
+    let o = run_hostile(
+        &sandbox,
+        "exit before the asserts",
+        "import sys\ndef f(x):\n    return x\nsys.exit(0)\n",
+    );
+    assert!(o.reason.starts_with("fail exit-in-candidate"), "{o:?}");
+
+    let o = run_hostile(
+        &sandbox,
+        "os._exit",
+        "import os\ndef f(x):\n    return x\nos._exit(0)\n",
+    );
+    assert!(o.reason.starts_with("no-result"), "{o:?}");
+
+    run_hostile(
+        &sandbox,
+        "redefine assert-related builtins",
+        "import builtins\nclass Quiet(Exception):\n    pass\nbuiltins.AssertionError = Quiet\n\
+         builtins.isinstance = lambda *a: True\nbuiltins.set = lambda *a: 0\n\
+         def sorted(*a):\n    return 0\ndef f(x):\n    return x\n",
+    );
+    let redefined = Job {
+        tests: "assert set([f(1)]) == set([2])\nassert sorted([f(1)]) == [2]\n".into(),
+        ..job(
+            "import builtins\nbuiltins.set = lambda *a: 0\ndef sorted(*a):\n    return [2]\ndef f(x):\n    return x\n",
+        )
+    };
+    let o = sandbox.run(&redefined);
+    assert!(!o.passed && o.reason.starts_with("fail assertion"), "{o:?}");
+}
+
+#[test]
+fn programs_run_in_parallel_and_keep_their_order() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = sandbox();
+    let jobs: Vec<Job> = (0..6)
+        .map(|i| {
+            job(&format!(
+                "import time\ntime.sleep(0.5)\ndef f(x):\n    return x + {}\n",
+                i % 2
+            ))
+        })
+        .collect();
+    let started = Instant::now();
+    let outcomes = sandbox.run_all(&jobs, &|| {});
+    let passed: Vec<bool> = outcomes.iter().map(|o| o.passed).collect();
+    assert_eq!(passed, [false, true, false, true, false, true]);
+    // Two at a time: about 1.5 s of sleeping, not 3 s.
+    assert!(
+        started.elapsed() < Duration::from_millis(2900),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -1,0 +1,19 @@
+//! One module per subcommand.
+
+pub mod grade;
+pub mod prompt;
+pub mod tasks;
+
+use benchmarks::DataSource;
+
+use crate::cli::DataArgs;
+
+impl DataArgs {
+    /// The data source these flags select.
+    pub fn source(&self) -> DataSource {
+        match &self.data_dir {
+            Some(dir) => DataSource::Dir(dir.clone()),
+            None => DataSource::Embedded,
+        }
+    }
+}
