@@ -35,6 +35,10 @@ use wait_timeout::ChildExt;
 use crate::error::{BenchError, Result};
 
 const RUNNER: &str = include_str!("sandbox_runner.py");
+/// The interpreter, looked up in the system directories first: an interpreter under a
+/// user's home (pyenv) is usually not reachable by `nobody`.
+const PYTHON: &str = "python3";
+const SYSTEM_BIN_DIRS: [&str; 3] = ["/usr/bin", "/usr/local/bin", "/bin"];
 /// uid and gid the programs run as when the harness is root (`nobody` on Debian).
 const NOBODY: u32 = 65534;
 
@@ -64,7 +68,7 @@ pub struct SandboxConfig {
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
-            python: PathBuf::from("python3"),
+            python: PathBuf::from(PYTHON),
             timeout: Duration::from_secs(10),
             cpu_seconds: 10,
             memory_bytes: 1 << 30,
@@ -113,20 +117,41 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Creates the sandbox's root directory (removed with the sandbox).
-    pub fn new(config: SandboxConfig) -> Result<Self> {
+    /// Creates the sandbox's root directory (removed with the sandbox), finds the
+    /// interpreter, and checks with a trivial program that programs can run at all.
+    pub fn new(mut config: SandboxConfig) -> Result<Self> {
+        config.python = resolve_interpreter(&config.python)?;
         let root = tempfile::Builder::new()
             .prefix("harness-sandbox-")
             .tempdir()
             .map_err(|e| BenchError::Sandbox(format!("cannot create a directory: {e}")))?;
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o711))
             .map_err(|e| BenchError::io(root.path(), e))?;
-        Ok(Sandbox {
+        let sandbox = Sandbox {
             config,
             root,
             as_root: Uid::effective().is_root(),
             counter: AtomicUsize::new(0),
-        })
+        };
+        let check = sandbox.run(&Job {
+            code: "def f():\n    return 1\n".into(),
+            tests: "assert f() == 1\n".into(),
+            entry_point: "f".into(),
+        });
+        if !check.passed {
+            return Err(BenchError::Sandbox(format!(
+                "a trivial program did not pass with {}: {} {}",
+                sandbox.config.python.display(),
+                check.reason,
+                check.stderr.trim()
+            )));
+        }
+        Ok(sandbox)
+    }
+
+    /// The interpreter programs run with.
+    pub fn python(&self) -> &Path {
+        &self.config.python
     }
 
     /// The directory that holds the per-program directories.
@@ -323,6 +348,30 @@ fn confine(limits: &Limits, as_root: bool) -> std::io::Result<()> {
     // SAFETY: as above.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     Ok(())
+}
+
+/// An absolute interpreter path: a bare name is looked up in the system directories, then
+/// in PATH.
+fn resolve_interpreter(python: &Path) -> Result<PathBuf> {
+    if python.components().count() > 1 {
+        return Ok(python.to_path_buf());
+    }
+    let path_dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    SYSTEM_BIN_DIRS
+        .iter()
+        .map(PathBuf::from)
+        .chain(path_dirs)
+        .map(|dir| dir.join(python))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            BenchError::Sandbox(format!(
+                "no `{}` found in {} or PATH: MBPP grading needs Python 3 (apt-get install python3)",
+                python.display(),
+                SYSTEM_BIN_DIRS.join(", ")
+            ))
+        })
 }
 
 /// Waits for `child` and exits with its status (a signal as 128 + its number), holding

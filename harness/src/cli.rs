@@ -107,4 +107,8 @@ pub struct SandboxArgs {
     /// Address-space limit per program, in MiB.
     #[arg(long, default_value_t = 1024)]
     pub memory_mb: u64,
+    /// Python interpreter for the programs (a bare name is looked up in /usr/bin,
+    /// /usr/local/bin, /bin, then PATH).
+    #[arg(long, default_value = "python3", value_name = "PATH")]
+    pub python: std::path::PathBuf,
 }

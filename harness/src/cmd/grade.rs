@@ -82,6 +82,7 @@ fn sandbox_config(args: &SandboxArgs) -> SandboxConfig {
     let mut config = SandboxConfig {
         timeout: Duration::from_secs_f64(args.timeout),
         memory_bytes: args.memory_mb << 20,
+        python: args.python.clone(),
         ..SandboxConfig::default()
     };
     if let Some(parallel) = args.parallel {
