@@ -1,0 +1,136 @@
+//! The embedded llama.cpp engine on the real default model (fetched on first use).
+
+use backends::{
+    Backend, ChatMessage, Completion, LlamaCpp, LlamaCppConfig, Prompt, Request, Sampling,
+};
+
+fn engine(parallel: u32) -> LlamaCpp {
+    let model = backends::models::ensure(&backends::models::SMOLLM2_135M).unwrap();
+    let mut config = LlamaCppConfig::new(model);
+    config.parallel = parallel;
+    config.context_per_sequence = 1024;
+    LlamaCpp::new(config).unwrap()
+}
+
+fn chat(question: &str) -> Prompt {
+    Prompt::Chat(vec![
+        ChatMessage {
+            role: "system".into(),
+            content: "You are a helpful assistant.".into(),
+        },
+        ChatMessage {
+            role: "user".into(),
+            content: question.into(),
+        },
+    ])
+}
+
+fn generate(engine: &mut LlamaCpp, requests: &[Request]) -> Vec<Completion> {
+    let mut out = Vec::new();
+    engine
+        .generate(requests, &mut |c| {
+            out.push(c);
+            Ok(())
+        })
+        .unwrap();
+    out.sort_by_key(|c| (c.request, c.index));
+    out
+}
+
+const QUESTIONS: [&str; 6] = [
+    "What is 12 + 7?",
+    "Name the capital of France.",
+    "Tom has 3 apples and buys 5 more. How many apples does he have?",
+    "Write one sentence about the sea.",
+    "What is 9 times 8?",
+    "List three colours.",
+];
+
+#[test]
+fn greedy_is_the_same_alone_and_in_a_full_batch() {
+    let greedy = Sampling {
+        max_tokens: 48,
+        ..Sampling::default()
+    };
+    let requests: Vec<Request> = QUESTIONS
+        .iter()
+        .map(|q| Request {
+            prompt: chat(q),
+            sampling: greedy.clone(),
+            seed: 0,
+            indices: vec![0],
+        })
+        .collect();
+    let mut batched = engine(8);
+    let together = generate(&mut batched, &requests);
+    assert_eq!(together.len(), QUESTIONS.len());
+    let mut single = engine(1);
+    for (i, request) in requests.iter().enumerate() {
+        let alone = generate(&mut single, std::slice::from_ref(request));
+        assert_eq!(alone[0].text, together[i].text, "question {i}");
+        assert!(!alone[0].text.is_empty());
+    }
+    assert!(together[0].text.contains("19"), "{}", together[0].text);
+}
+
+#[test]
+fn seeded_samples_are_reproducible_and_differ_by_index() {
+    let sampling = Sampling {
+        temperature: 0.75,
+        top_p: 0.95,
+        max_tokens: 32,
+        ..Sampling::default()
+    };
+    let request = Request {
+        prompt: chat(QUESTIONS[3]),
+        sampling,
+        seed: 42,
+        indices: (0..6).collect(),
+    };
+    let mut engine = engine(4);
+    let first = generate(&mut engine, std::slice::from_ref(&request));
+    let second = generate(&mut engine, std::slice::from_ref(&request));
+    assert_eq!(first.len(), 6);
+    let texts: Vec<&str> = first.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        second.iter().map(|c| c.text.as_str()).collect::<Vec<_>>()
+    );
+    let distinct: std::collections::HashSet<_> = texts.iter().collect();
+    assert!(distinct.len() >= 4, "{texts:?}");
+    // Sample 3 alone equals sample 3 of the batch.
+    let alone = Request {
+        indices: vec![3],
+        ..request.clone()
+    };
+    assert_eq!(generate(&mut engine, &[alone])[0].text, first[3].text);
+    assert!(first.iter().all(|c| c.seed == 42 + u64::from(c.index)));
+}
+
+#[test]
+fn stop_strings_and_max_tokens_end_generation() {
+    let mut engine = engine(2);
+    let request = |stop: Vec<String>, max_tokens| Request {
+        prompt: chat("Count from 1 to 20, separated by commas."),
+        sampling: Sampling {
+            max_tokens,
+            stop,
+            ..Sampling::default()
+        },
+        seed: 0,
+        indices: vec![0],
+    };
+    let full = generate(&mut engine, &[request(vec![], 64)]);
+    let short = generate(&mut engine, &[request(vec![], 5)]);
+    assert_eq!(short[0].finish_reason, backends::FinishReason::Length);
+    assert_eq!(short[0].completion_tokens, Some(5));
+    assert!(full[0].text.starts_with(&short[0].text));
+    let cut = generate(&mut engine, &[request(vec!["5".into()], 64)]);
+    assert_eq!(cut[0].finish_reason, backends::FinishReason::Stop);
+    assert!(
+        !cut[0].text.contains('5') && full[0].text.starts_with(&cut[0].text),
+        "{:?} / {:?}",
+        cut[0].text,
+        full[0].text
+    );
+}
