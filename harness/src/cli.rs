@@ -22,6 +22,11 @@ pub enum Command {
     Grade(GradeArgs),
     /// List the tasks, their splits and sizes.
     Tasks(DataArgs),
+    /// One evaluation round: greedy pass@1 plus N samples per problem (pass@k), graded,
+    /// written to a run directory.
+    Bench(Box<BenchArgs>),
+    /// Fetch the default model into the cache (done automatically on first use).
+    Fetch,
 }
 
 /// Where task data comes from.
@@ -33,7 +38,7 @@ pub struct DataArgs {
     pub data_dir: Option<PathBuf>,
     /// Seed of generated tasks (arith); the same seed and generator version always give
     /// the same problems.
-    #[arg(long, default_value_t = benchmarks::arith::DEFAULT_SEED)]
+    #[arg(id = "arith_seed", long = "arith-seed", default_value_t = benchmarks::arith::DEFAULT_SEED)]
     pub seed: u64,
 }
 
@@ -98,17 +103,135 @@ pub struct GradeArgs {
 /// Limits of the sandbox that runs MBPP programs.
 #[derive(Debug, Args, Clone)]
 pub struct SandboxArgs {
-    /// Programs run at the same time (default: the number of CPUs).
+    /// MBPP programs run at the same time (default: the number of CPUs).
     #[arg(long)]
-    pub parallel: Option<usize>,
-    /// Wall-clock limit per program, in seconds.
+    pub sandbox_parallel: Option<usize>,
+    /// Wall-clock limit per MBPP program, in seconds.
     #[arg(long, default_value_t = 10.0)]
-    pub timeout: f64,
-    /// Address-space limit per program, in MiB.
+    pub sandbox_timeout: f64,
+    /// Address-space limit per MBPP program, in MiB.
     #[arg(long, default_value_t = 1024)]
-    pub memory_mb: u64,
+    pub sandbox_memory_mb: u64,
     /// Python interpreter for the programs (a bare name is looked up in /usr/bin,
     /// /usr/local/bin, /bin, then PATH).
     #[arg(long, default_value = "python3", value_name = "PATH")]
     pub python: std::path::PathBuf,
+}
+
+/// Which inference engine samples the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// Embedded llama.cpp (GGUF files; CPU, or GPU with the `cuda` feature).
+    Llamacpp,
+    /// An OpenAI-compatible server (vLLM, llama-server, ...).
+    Openai,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Inference engine.
+    #[arg(long, value_enum, default_value_t = BackendKind::Llamacpp)]
+    pub backend: BackendKind,
+    /// llamacpp: a GGUF file (default: SmolLM2-135M-Instruct Q4_1, fetched on first use);
+    /// openai: the served model id (required).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Tasks to evaluate, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "arith")]
+    pub task: Vec<String>,
+    /// Split to evaluate (default: each task's evaluation split).
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Evaluate K problems, evenly spaced through the split (0: all).
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Samples per problem at the sampling temperature (0: greedy only).
+    #[arg(long, default_value_t = 4)]
+    pub n: u32,
+    /// Sampling temperature of the N samples (greedy pass@1 always uses 0).
+    #[arg(long, default_value_t = 0.75)]
+    pub temperature: f32,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Top-k sampling (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: u32,
+    /// Min-p sampling (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Largest number of new tokens per response.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: u32,
+    /// Base seed: sample j of a problem is drawn with seed + j.
+    #[arg(long, default_value_t = 1234)]
+    pub seed: u64,
+    /// Prompt form: chat messages (instruct models) or plain text (base models).
+    #[arg(long, value_enum, default_value_t = Style::Chat)]
+    pub style: Style,
+    /// Prompt template (default: each task's own).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Self-improvement round recorded in the samples.
+    #[arg(long, default_value_t = 0)]
+    pub round: u32,
+    /// Run directory; running again with the same directory continues where it stopped
+    /// (default: runs/bench-<unix time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub llamacpp: LlamaCppArgs,
+    #[command(flatten)]
+    pub openai: OpenAiArgs,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// Settings of the embedded llama.cpp engine.
+#[derive(Debug, Args, Clone)]
+pub struct LlamaCppArgs {
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<u32>,
+    /// Sequences decoded together.
+    #[arg(long, default_value_t = 8)]
+    pub parallel: u32,
+    /// Context length of each sequence (prompt + response).
+    #[arg(long, default_value_t = 2048)]
+    pub ctx: u32,
+    /// Tokens per llama_decode call.
+    #[arg(long, default_value_t = 512)]
+    pub batch_size: u32,
+    /// Tokens per compute micro-batch.
+    #[arg(long, default_value_t = 512)]
+    pub ubatch_size: u32,
+    /// Layers offloaded to the GPU (needs a build with `--features cuda`).
+    #[arg(long, default_value_t = 0)]
+    pub gpu_layers: u32,
+}
+
+/// Settings of the OpenAI-compatible client.
+#[derive(Debug, Args, Clone)]
+pub struct OpenAiArgs {
+    /// Server base URL ending in /v1; repeat (or comma-separate) to spread load.
+    #[arg(long, value_delimiter = ',')]
+    pub base_url: Vec<String>,
+    /// API key (default: the OPENAI_API_KEY environment variable).
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Limit per HTTP request, in seconds.
+    #[arg(long, default_value_t = 600.0)]
+    pub request_timeout: f64,
+    /// Retries per request on connection errors, 429 and 5xx.
+    #[arg(long, default_value_t = 6)]
+    pub retries: u32,
+    /// Ask for a problem's samples in one request with `n` (vLLM seeds choice j with
+    /// seed + j); by default one request per sample, each with its own seed.
+    #[arg(long)]
+    pub native_n: bool,
 }

@@ -5,6 +5,8 @@
 mod cli;
 mod cmd;
 mod progress;
+mod run_dir;
+mod summary;
 
 use clap::Parser;
 
@@ -20,6 +22,10 @@ fn main() -> std::process::ExitCode {
         cli::Command::Prompt(args) => cmd::prompt::run(args),
         cli::Command::Grade(args) => cmd::grade::run(args),
         cli::Command::Tasks(args) => cmd::tasks::run(args),
+        cli::Command::Bench(args) => cmd::bench::run(*args),
+        cli::Command::Fetch => backends::models::ensure(&backends::models::SMOLLM2_135M)
+            .map(|path| println!("{}", path.display()))
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -80,7 +80,7 @@ fn mbpp_samples_run_in_the_sandbox() {
         input.to_str().unwrap(),
         "--output",
         output.to_str().unwrap(),
-        "--timeout",
+        "--sandbox-timeout",
         "2",
     ]);
     assert_eq!(split_score(&out, "test"), (1, 4), "{out}");

@@ -68,7 +68,7 @@ fn arith_prompt_is_reproducible_and_unknown_ids_fail() {
         "arith",
         "--id",
         "test-L2-0003",
-        "--seed",
+        "--arith-seed",
         "5",
     ]);
     let b = harness_ok(&[
@@ -77,7 +77,7 @@ fn arith_prompt_is_reproducible_and_unknown_ids_fail() {
         "arith",
         "--id",
         "test-L2-0003",
-        "--seed",
+        "--arith-seed",
         "5",
     ]);
     let c = harness_ok(&[
@@ -86,7 +86,7 @@ fn arith_prompt_is_reproducible_and_unknown_ids_fail() {
         "arith",
         "--id",
         "test-L2-0003",
-        "--seed",
+        "--arith-seed",
         "6",
     ]);
     assert_eq!(a, b);

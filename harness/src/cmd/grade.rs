@@ -78,14 +78,14 @@ pub fn run(args: GradeArgs) -> Result<()> {
     Ok(())
 }
 
-fn sandbox_config(args: &SandboxArgs) -> SandboxConfig {
+pub fn sandbox_config(args: &SandboxArgs) -> SandboxConfig {
     let mut config = SandboxConfig {
-        timeout: Duration::from_secs_f64(args.timeout),
-        memory_bytes: args.memory_mb << 20,
+        timeout: Duration::from_secs_f64(args.sandbox_timeout),
+        memory_bytes: args.sandbox_memory_mb << 20,
         python: args.python.clone(),
         ..SandboxConfig::default()
     };
-    if let Some(parallel) = args.parallel {
+    if let Some(parallel) = args.sandbox_parallel {
         config.parallel = parallel.max(1);
     }
     config

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod grade;
 pub mod prompt;
 pub mod tasks;
