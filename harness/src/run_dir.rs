@@ -25,8 +25,10 @@ impl RunDir {
             .with_context(|| format!("creating {}", root.display()))?;
         let path = root.join("manifest.json");
         if path.exists() {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            let existing: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let existing: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not JSON", path.display()))?;
             if existing["settings"] != manifest["settings"] {
                 bail!(
                     "{} holds a run with other settings; use another --out (existing: {}, new: {})",
@@ -38,7 +40,9 @@ impl RunDir {
         } else {
             write_atomic(&path, serde_json::to_string_pretty(manifest)?.as_bytes())?;
         }
-        Ok(RunDir { root: root.to_path_buf() })
+        Ok(RunDir {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -57,14 +61,18 @@ impl RunDir {
         if !path.exists() {
             return Ok(Vec::new());
         }
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         if !text.is_empty() && !text.ends_with('\n') {
             let keep = text.rfind('\n').map_or(0, |i| i + 1);
             tracing::warn!(file = %path.display(), "dropping a partly written last line");
             let file = OpenOptions::new().write(true).open(&path)?;
             file.set_len(keep as u64)?;
         }
-        Ok(read_sample_lines(&path)?.into_iter().map(|(_, s)| s).collect())
+        Ok(read_sample_lines(&path)?
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect())
     }
 
     /// An appender for a task's sample file.
@@ -109,6 +117,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -26,7 +26,10 @@ impl TaskSummary {
     pub fn new(task: &'static Task, split: &str, samples: &[Sample], n: u32) -> Self {
         let mut problems: Vec<&str> = samples.iter().map(|s| s.problem_id.as_str()).collect();
         problems.dedup();
-        let greedy: Vec<&Sample> = samples.iter().filter(|s| s.sample_index.is_none()).collect();
+        let greedy: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.sample_index.is_none())
+            .collect();
         let greedy_correct = greedy.iter().filter(|s| s.correct == Some(true)).count();
         let mut pass = Vec::new();
         for k in pass_at_k_levels(u64::from(n)) {
@@ -45,8 +48,14 @@ impl TaskSummary {
                 pass.push((k, values.iter().sum::<f64>() / values.len() as f64));
             }
         }
-        let tokens: u64 = samples.iter().map(|s| u64::from(s.completion_tokens.unwrap_or(0))).sum();
-        let lengths = samples.iter().filter(|s| s.finish_reason.as_deref() == Some("length")).count();
+        let tokens: u64 = samples
+            .iter()
+            .map(|s| u64::from(s.completion_tokens.unwrap_or(0)))
+            .sum();
+        let lengths = samples
+            .iter()
+            .filter(|s| s.finish_reason.as_deref() == Some("length"))
+            .count();
         TaskSummary {
             task: task.name,
             task_version: task.version,
@@ -74,7 +83,15 @@ pub fn write_csv(path: &Path, summaries: &[TaskSummary], context: &Value) -> Res
         });
     let mut writer = csv::Writer::from_writer(Vec::new());
     let mut header: Vec<String> = [
-        "task", "task_version", "split", "backend", "model", "n", "temperature", "seed", "problems",
+        "task",
+        "task_version",
+        "split",
+        "backend",
+        "model",
+        "n",
+        "temperature",
+        "seed",
+        "problems",
         "greedy_pass@1",
     ]
     .iter()
@@ -82,9 +99,15 @@ pub fn write_csv(path: &Path, summaries: &[TaskSummary], context: &Value) -> Res
     .collect();
     header.extend(ks.iter().map(|k| format!("pass@{k}")));
     header.extend(
-        ["tokens", "mean_response_tokens", "length_share", "wall_s", "tokens_per_s"]
-            .iter()
-            .map(|s| s.to_string()),
+        [
+            "tokens",
+            "mean_response_tokens",
+            "length_share",
+            "wall_s",
+            "tokens_per_s",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
     );
     writer.write_record(&header)?;
     let text = |v: &Value| match v {
@@ -114,10 +137,15 @@ pub fn write_csv(path: &Path, summaries: &[TaskSummary], context: &Value) -> Res
         row.push(format!("{:.2}", s.mean_tokens));
         row.push(format!("{:.4}", s.length_share));
         row.push(format!("{wall:.3}"));
-        row.push(format!("{:.2}", if wall > 0.0 { new_tokens / wall } else { 0.0 }));
+        row.push(format!(
+            "{:.2}",
+            if wall > 0.0 { new_tokens / wall } else { 0.0 }
+        ));
         writer.write_record(&row)?;
     }
-    let bytes = writer.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
+    let bytes = writer
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("csv: {e}"))?;
     crate::run_dir::write_atomic(path, &bytes)
 }
 

@@ -71,11 +71,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
             if !done.contains(&(problem.id.clone(), None)) {
                 requests.push(Request {
                     prompt: to_backend_prompt(&prompt),
-                    sampling: backends::Sampling { stop: stop.clone(), ..greedy.clone() },
+                    sampling: backends::Sampling {
+                        stop: stop.clone(),
+                        ..greedy.clone()
+                    },
                     seed: args.seed,
                     indices: vec![0],
                 });
-                origins.push(Origin { task: t, problem: p, greedy: true });
+                origins.push(Origin {
+                    task: t,
+                    problem: p,
+                    greedy: true,
+                });
                 prompts.push(prompt.clone());
             }
             let missing: Vec<u32> = (0..args.n)
@@ -84,11 +91,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
             if !missing.is_empty() {
                 requests.push(Request {
                     prompt: to_backend_prompt(&prompt),
-                    sampling: backends::Sampling { stop, ..sampled.clone() },
+                    sampling: backends::Sampling {
+                        stop,
+                        ..sampled.clone()
+                    },
                     seed: args.seed,
                     indices: missing,
                 });
-                origins.push(Origin { task: t, problem: p, greedy: false });
+                origins.push(Origin {
+                    task: t,
+                    problem: p,
+                    greedy: false,
+                });
                 prompts.push(prompt);
             }
         }
@@ -187,11 +201,21 @@ fn grade_task(run: &RunDir, plan: &TaskPlan, sandbox: Option<&Sandbox>) -> Resul
         .into_iter()
         .filter(|s| order.contains_key(s.problem_id.as_str()))
         .collect();
-    samples.sort_by_key(|s| (order[s.problem_id.as_str()], s.sample_index.map_or(0, |i| i + 1)));
+    samples.sort_by_key(|s| {
+        (
+            order[s.problem_id.as_str()],
+            s.sample_index.map_or(0, |i| i + 1),
+        )
+    });
     samples.dedup_by_key(|s| (s.problem_id.clone(), s.sample_index));
     let items: Vec<(&Problem, &str)> = samples
         .iter()
-        .map(|s| (&plan.problems[order[s.problem_id.as_str()]], s.response.as_str()))
+        .map(|s| {
+            (
+                &plan.problems[order[s.problem_id.as_str()]],
+                s.response.as_str(),
+            )
+        })
         .collect();
     let grader = Grader::new(plan.task.grader, sandbox)?;
     let bar = progress::bar(items.len(), &format!("grading {}", plan.task.name));
@@ -268,7 +292,10 @@ fn make_backend(args: &BenchArgs) -> Result<Box<dyn Backend>> {
             if o.base_url.is_empty() {
                 bail!("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)");
             }
-            let model = args.model.clone().context("--backend openai needs --model (the served model id)")?;
+            let model = args
+                .model
+                .clone()
+                .context("--backend openai needs --model (the served model id)")?;
             let mut config = OpenAiConfig::new(o.base_url.clone(), model);
             if o.api_key.is_some() {
                 config.api_key = o.api_key.clone();

@@ -1,0 +1,243 @@
+//! The OpenAI-compatible backend against a small fake server that injects faults: 500s,
+//! 429 with Retry-After, dropped connections, replies slower than the timeout, malformed
+//! JSON and fewer choices than asked. No sample may be lost or duplicated, and each must
+//! carry the seed it was asked with. (The real-server tests use llama.cpp's llama-server.)
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backends::{Backend, BackendError, OpenAi, OpenAiConfig, Prompt, Request, Sampling};
+use serde_json::{Value, json};
+
+/// What the fake server does with the k-th completion request (k from 0).
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Ok,
+    Status500,
+    Status429,
+    Drop,
+    Slow,
+    Malformed,
+    FewerChoices,
+}
+
+struct FakeServer {
+    url: String,
+    calls: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Value>>>,
+}
+
+fn read_request(stream: &mut TcpStream) -> Option<(String, Value)> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut first = String::new();
+    reader.read_line(&mut first).ok()?;
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    let path = first.split_whitespace().nth(1)?.to_string();
+    Some((path, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
+fn respond(stream: &mut TcpStream, status: &str, extra: &str, body: &str) {
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
+        body.len()
+    );
+}
+
+/// A choice's text names the seed it was drawn with, so mix-ups are visible.
+fn reply(body: &Value, choices: u64) -> String {
+    let seed = body["seed"].as_u64().unwrap();
+    let items: Vec<Value> = (0..choices)
+        .map(|i| json!({"index": i, "message": {"role": "assistant", "content": format!("seed={}", seed + i)}, "finish_reason": "stop"}))
+        .collect();
+    json!({"choices": items, "usage": {"prompt_tokens": 7, "completion_tokens": 3 * choices}})
+        .to_string()
+}
+
+fn start(script: Vec<Fault>, model: &str) -> FakeServer {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (calls2, seen2, model) = (calls.clone(), seen.clone(), model.to_string());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let (calls, seen, script, model) =
+                (calls2.clone(), seen2.clone(), script.clone(), model.clone());
+            std::thread::spawn(move || {
+                let Some((path, body)) = read_request(&mut stream) else {
+                    return;
+                };
+                if path.ends_with("/models") {
+                    let models = json!({"object": "list", "data": [{"id": model}]}).to_string();
+                    return respond(&mut stream, "200 OK", "", &models);
+                }
+                let k = calls.fetch_add(1, Ordering::SeqCst);
+                seen.lock().unwrap().push(body.clone());
+                let n = body["n"].as_u64().unwrap_or(1);
+                match script.get(k).copied().unwrap_or(Fault::Ok) {
+                    Fault::Ok => respond(&mut stream, "200 OK", "", &reply(&body, n)),
+                    Fault::Status500 => respond(
+                        &mut stream,
+                        "500 Internal Server Error",
+                        "",
+                        "{\"error\":\"boom\"}",
+                    ),
+                    Fault::Status429 => respond(
+                        &mut stream,
+                        "429 Too Many Requests",
+                        "Retry-After: 0\r\n",
+                        "{}",
+                    ),
+                    Fault::Drop => drop(stream),
+                    Fault::Slow => {
+                        std::thread::sleep(Duration::from_millis(1500));
+                        respond(&mut stream, "200 OK", "", &reply(&body, n));
+                    }
+                    Fault::Malformed => respond(&mut stream, "200 OK", "", "{\"choices\": [{\"ind"),
+                    Fault::FewerChoices => respond(&mut stream, "200 OK", "", &reply(&body, 1)),
+                }
+            });
+        }
+    });
+    FakeServer { url, calls, seen }
+}
+
+fn config(url: &str, native_n: bool) -> OpenAiConfig {
+    let mut config = OpenAiConfig::new(vec![url.to_string()], "m");
+    config.timeout = Duration::from_millis(500);
+    config.backoff = Duration::from_millis(10);
+    config.max_backoff = Duration::from_millis(50);
+    config.concurrency = 4;
+    config.native_n = native_n;
+    config
+}
+
+fn requests() -> Vec<Request> {
+    (0..5)
+        .map(|i| Request {
+            prompt: Prompt::Text(format!("question {i}")),
+            sampling: Sampling {
+                temperature: 0.7,
+                max_tokens: 9,
+                ..Sampling::default()
+            },
+            seed: 1000 * i,
+            indices: (0..4).collect(),
+        })
+        .collect()
+}
+
+fn run(backend: &mut OpenAi) -> Result<Vec<(usize, u32, u64, String)>, BackendError> {
+    let mut got = Vec::new();
+    backend.generate(&requests(), &mut |c| {
+        got.push((c.request, c.index, c.seed, c.text));
+        Ok(())
+    })?;
+    got.sort();
+    Ok(got)
+}
+
+fn assert_complete(got: &[(usize, u32, u64, String)]) {
+    let expected: Vec<(usize, u32)> = (0..5).flat_map(|r| (0..4).map(move |j| (r, j))).collect();
+    let keys: Vec<(usize, u32)> = got.iter().map(|g| (g.0, g.1)).collect();
+    assert_eq!(keys, expected, "lost or duplicated samples");
+    for (request, index, seed, text) in got {
+        assert_eq!(*seed, 1000 * *request as u64 + u64::from(*index));
+        assert_eq!(text, &format!("seed={seed}"));
+    }
+}
+
+#[test]
+fn every_fault_is_retried_and_no_sample_is_lost_or_duplicated() {
+    use Fault::*;
+    let script = vec![
+        Status500, Status429, Drop, Slow, Malformed, Ok, Status500, Drop,
+    ];
+    let server = start(script, "m");
+    let mut backend = OpenAi::new(config(&server.url, false)).unwrap();
+    assert_complete(&run(&mut backend).unwrap());
+    // 20 samples, one call each, plus one retry per injected fault.
+    assert_eq!(server.calls.load(Ordering::SeqCst), 20 + 7);
+    let first = &server.seen.lock().unwrap()[0];
+    for field in [
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "max_tokens",
+        "seed",
+        "n",
+    ] {
+        assert!(
+            first.get(field).is_some(),
+            "{field} not sent explicitly: {first}"
+        );
+    }
+}
+
+#[test]
+fn native_n_falls_back_to_single_calls_for_missing_choices() {
+    // The first call is always one of the five n=4 calls (they go out before any fallback).
+    let server = start(vec![Fault::FewerChoices], "m");
+    let mut backend = OpenAi::new(config(&server.url, true)).unwrap();
+    assert_complete(&run(&mut backend).unwrap());
+    // 5 calls with n=4; one returned 1 choice, so 3 single-sample calls follow.
+    assert_eq!(server.calls.load(Ordering::SeqCst), 5 + 3);
+    let seen = server.seen.lock().unwrap();
+    assert_eq!(seen.iter().filter(|b| b["n"] == 4).count(), 5);
+}
+
+#[test]
+fn a_persistent_failure_is_a_clear_error_naming_the_endpoint() {
+    let server = start(vec![Fault::Status500; 100], "m");
+    let mut config = config(&server.url, false);
+    config.max_retries = 2;
+    let mut backend = OpenAi::new(config).unwrap();
+    let err = run(&mut backend).unwrap_err().to_string();
+    assert!(
+        err.contains(&server.url) && err.contains("500") && err.contains("3 attempt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn down_server_and_unserved_model_are_reported_plainly() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut down = config(&format!("http://127.0.0.1:{port}/v1"), false);
+    down.max_retries = 1;
+    let err = OpenAi::new(down).err().unwrap().to_string();
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}/v1/models")),
+        "{err}"
+    );
+    let server = start(vec![], "other-model");
+    let err = OpenAi::new(config(&server.url, false))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("model `m` is not served") && err.contains("other-model"),
+        "{err}"
+    );
+}
