@@ -29,6 +29,9 @@ pub struct Sampling {
     pub min_p: f32,
     pub max_tokens: u32,
     pub stop: Vec<String>,
+    /// Keep generating through end-of-generation tokens until `max_tokens` (for throughput
+    /// measurements with a fixed length, as llama.cpp's benchmark tools do).
+    pub ignore_eos: bool,
 }
 
 impl Default for Sampling {
@@ -40,6 +43,7 @@ impl Default for Sampling {
             min_p: 0.0,
             max_tokens: 256,
             stop: Vec::new(),
+            ignore_eos: false,
         }
     }
 }

@@ -163,6 +163,9 @@ pub struct BenchArgs {
     /// Largest number of new tokens per response.
     #[arg(long, default_value_t = 256)]
     pub max_tokens: u32,
+    /// Generate through end-of-sequence tokens up to --max-tokens (throughput benchmarks).
+    #[arg(long)]
+    pub ignore_eos: bool,
     /// Base seed: sample j of a problem is drawn with seed + j.
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,

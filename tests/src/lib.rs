@@ -51,3 +51,102 @@ pub fn split_score(stdout: &str, split: &str) -> (usize, usize) {
     let (correct, total) = fraction.split_once('/').expect("correct/total");
     (correct.parse().unwrap(), total.parse().unwrap())
 }
+
+/// llama.cpp's own tools (llama-server, llama-batched-bench), built from the sources in the
+/// llama-cpp-python sdist by `scripts/build-llama-cpp-tools.sh` (cached after the first
+/// build, which takes about five minutes).
+pub fn llama_cpp_tools() -> PathBuf {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-llama-cpp-tools.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("run the build script");
+    assert!(
+        out.status.success(),
+        "{} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim())
+}
+
+/// The default model file (fetched on first use).
+pub fn default_model() -> PathBuf {
+    PathBuf::from(harness_ok(&["fetch"]).trim())
+}
+
+/// A running llama-server, stopped when dropped.
+pub struct LlamaServer {
+    child: std::process::Child,
+    pub base_url: String,
+}
+
+impl LlamaServer {
+    /// Starts llama-server on a free loopback port serving `model` as `alias` with
+    /// `parallel` slots, and waits until it answers /health.
+    pub fn start(model: &std::path::Path, alias: &str, parallel: u32) -> LlamaServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let bin = llama_cpp_tools().join("llama-server");
+        let child = Command::new(&bin)
+            .args(["-m"])
+            .arg(model)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--alias",
+                alias,
+            ])
+            .args([
+                "-np",
+                &parallel.to_string(),
+                "-c",
+                &(parallel * 2048).to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let server = LlamaServer {
+            child,
+            base_url: format!("http://127.0.0.1:{port}/v1"),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            if http_get_status(port, "/health") == Some(200) {
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!("llama-server on port {port} did not become healthy");
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The status code of a plain HTTP GET on loopback.
+fn http_get_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}

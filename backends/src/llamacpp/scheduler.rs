@@ -209,7 +209,7 @@ pub(super) fn run(
             let token = r.sampler.sample(context, r.logits_at);
             let request = &requests[r.request];
             let mut finish = None;
-            if vocab.is_eog(token) {
+            if vocab.is_eog(token) && !request.sampling.ignore_eos {
                 finish = Some(FinishReason::Stop);
             } else {
                 r.bytes

@@ -26,6 +26,9 @@ pub(super) fn body(
         "top_k": if s.top_k == 0 { -1 } else { s.top_k as i64 },
         "min_p": s.min_p,
     });
+    if s.ignore_eos {
+        body["ignore_eos"] = json!(true);
+    }
     if !s.stop.is_empty() {
         body["stop"] = json!(s.stop);
     }

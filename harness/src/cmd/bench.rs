@@ -51,6 +51,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         min_p: 0.0,
         max_tokens: args.max_tokens,
         stop: Vec::new(),
+        ignore_eos: args.ignore_eos,
     };
     let sampled = backends::Sampling {
         temperature: args.temperature,
@@ -342,6 +343,7 @@ fn manifest(args: &BenchArgs, plans: &[TaskPlan], backend: &dyn Backend) -> serd
             "top_k": args.top_k,
             "min_p": args.min_p,
             "max_tokens": args.max_tokens,
+            "ignore_eos": args.ignore_eos,
             "seed": args.seed,
             "round": args.round,
             "arith_seed": args.data.seed,
