@@ -84,6 +84,9 @@ fn start(script: Vec<Fault>, model: &str) -> FakeServer {
                 let Some((path, body)) = read_request(&mut stream) else {
                     return;
                 };
+                if path == "/health" {
+                    return respond(&mut stream, "200 OK", "", "{\"status\":\"ok\"}");
+                }
                 if path.ends_with("/models") {
                     let models = json!({"object": "list", "data": [{"id": model}]}).to_string();
                     return respond(&mut stream, "200 OK", "", &models);
@@ -228,7 +231,7 @@ fn down_server_and_unserved_model_are_reported_plainly() {
     down.max_retries = 1;
     let err = OpenAi::new(down).err().unwrap().to_string();
     assert!(
-        err.contains(&format!("127.0.0.1:{port}/v1/models")),
+        err.contains(&format!("127.0.0.1:{port}/health")) && err.contains("unreachable"),
         "{err}"
     );
     let server = start(vec![], "other-model");

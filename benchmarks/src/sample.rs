@@ -24,7 +24,7 @@ pub struct Sampling {
 }
 
 /// One line of a sample file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     #[serde(default)]
     pub task: String,

@@ -106,8 +106,11 @@ impl OpenAi {
         Ok(backend)
     }
 
-    /// `GET /v1/models`: the server answers and lists the model.
+    /// `GET /health` where the server has one (llama-server, vLLM: 503 while the model
+    /// loads, retried), then `GET /v1/models`: the server answers and lists the model.
     async fn check_served(&self, base: &str) -> Result<()> {
+        let root = base.trim_end_matches('/').trim_end_matches("/v1");
+        self.wait_healthy(&format!("{root}/health")).await?;
         let url = format!("{}/models", base.trim_end_matches('/'));
         let body: serde_json::Value = self.send_with_retries(&url, None).await?;
         let served: Vec<String> = body["data"]
@@ -127,6 +130,30 @@ impl OpenAi {
                 model: self.config.model.clone(),
                 served: served.join(", "),
             })
+        }
+    }
+
+    /// Waits while `/health` answers 503 (model loading) or cannot be reached, within the
+    /// retry budget. Any other answer (200, or 404 from a server without the endpoint)
+    /// passes: `/v1/models` decides.
+    async fn wait_healthy(&self, url: &str) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let message = match self.client.get(url).send().await {
+                Ok(response) if response.status().as_u16() != 503 => return Ok(()),
+                Ok(response) => format!("HTTP {}", response.status()),
+                Err(e) => format!("server unreachable: {}", describe(&e)),
+            };
+            if attempt > self.config.max_retries {
+                return Err(BackendError::Http {
+                    url: url.to_string(),
+                    message,
+                    attempts: attempt,
+                    retryable: true,
+                });
+            }
+            tokio::time::sleep(self.backoff(attempt)).await;
         }
     }
 

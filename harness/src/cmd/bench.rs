@@ -146,11 +146,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             finish_reason: Some(c.finish_reason.as_str().to_string()),
             prompt_tokens: Some(c.prompt_tokens),
             completion_tokens: c.completion_tokens,
-            correct: None,
-            extracted: None,
-            normalized: None,
-            rule: None,
-            grade_detail: None,
+            ..Sample::default()
         };
         appenders[origin.task]
             .append(&sample)

@@ -135,22 +135,10 @@ fn gold_samples(
                     task_version: Some(task.version),
                     split: split.to_string(),
                     problem_id: problem.id,
-                    round: 0,
                     model: "gold".into(),
                     backend: "gold".into(),
-                    sample_index: None,
-                    seed: None,
-                    sampling: Default::default(),
-                    prompt: None,
                     response: problem.solution,
-                    finish_reason: None,
-                    prompt_tokens: None,
-                    completion_tokens: None,
-                    correct: None,
-                    extracted: None,
-                    normalized: None,
-                    rule: None,
-                    grade_detail: None,
+                    ..Sample::default()
                 },
             ));
         }
