@@ -8,12 +8,12 @@
 # Throughput is generated tokens per second of wall time, prompt processing included, for all
 # three. Prints each figure and the ratios to the reference.
 #
-#   scripts/bench-throughput.sh                 # PARALLEL=8 TOKENS=256 LIMIT=4
+#   scripts/bench-throughput.sh                 # PARALLEL=8 TOKENS=256 LIMIT=8
 set -euo pipefail
 cd "$(dirname "$0")/.."
 P=${PARALLEL:-8}
 TG=${TOKENS:-256}
-LIMIT=${LIMIT:-4}
+LIMIT=${LIMIT:-8}
 THREADS=${THREADS:-$(nproc)}
 PP=${PROMPT_TOKENS:-160}   # about the length of a chat-templated gsm8k prompt
 

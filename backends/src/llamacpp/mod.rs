@@ -1,6 +1,7 @@
 //! The embedded llama.cpp engine (`llama-cpp-2`): loads a GGUF, applies its chat template,
 //! and decodes many sequences per batch with continuous batching (see [`scheduler`]).
 
+mod sampler;
 mod scheduler;
 
 use std::num::NonZeroU32;

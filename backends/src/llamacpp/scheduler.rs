@@ -1,9 +1,10 @@
 //! Continuous batching over llama.cpp sequences.
 //!
 //! Every step builds one `llama_batch` holding the next token of every running sequence plus
-//! a chunk of at most one waiting prompt. A prompt is decoded once, into the first of the
+//! a chunk of at most one waiting prompt. A prompt is decoded once (for every waiting request
+//! that has the same prompt), into the first of the
 //! sequences that sample from it, and its KV cells are then copied to the others
-//! (`llama_memory_seq_cp`); each sequence has its own seeded sampler chain; a finished
+//! (`llama_memory_seq_cp`); each sequence has its own seeded sampler (see `sampler`); a finished
 //! sequence frees its slot and its KV cells at once, and the next waiting sample takes the
 //! slot in the same step.
 
@@ -12,19 +13,19 @@ use std::collections::VecDeque;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 use super::LlamaCppConfig;
+use super::sampler::Sampler;
 use crate::error::{BackendError, Result};
-use crate::request::{Completion, FinishReason, Request, Sampling};
+use crate::request::{Completion, FinishReason, Request};
 
 /// A sequence that is generating.
 struct Running {
     request: usize,
     index: u32,
     seed: u64,
-    sampler: LlamaSampler,
+    sampler: Sampler,
     /// Position the next fed token takes (the first generated token follows the prompt).
     pos: i32,
     /// Token to feed in the next batch.
@@ -38,32 +39,41 @@ struct Running {
 
 /// A prompt being decoded for a group of sequences.
 struct Prefill {
+    /// The request whose prompt tokens are decoded (all members' prompts are equal).
     request: usize,
-    /// (slot, sample index) of the sequences that share the prompt.
-    members: Vec<(usize, u32)>,
+    /// (slot, request, sample index) of the sequences that share the prompt: the samples
+    /// of one request and of any other waiting request with the same prompt (a problem's
+    /// greedy request and its sampled one).
+    members: Vec<(usize, usize, u32)>,
     fed: usize,
 }
 
-/// The sampler chain of one sample, in llama-server's order (top-k, top-p, min-p,
-/// temperature, then a seeded draw); greedy decoding takes the arg-max.
-fn sampler(sampling: &Sampling, seed: u64) -> LlamaSampler {
-    if sampling.is_greedy() {
-        return LlamaSampler::greedy();
+/// Takes waiting samples into free slots: the front request's, then those of every waiting
+/// request with the same prompt tokens, so that the prompt is decoded once for all.
+fn admit(
+    waiting: &mut VecDeque<(usize, Vec<u32>)>,
+    free: &[usize],
+    prompts: &[Vec<LlamaToken>],
+) -> Option<Prefill> {
+    let (front, _) = waiting.front()?;
+    let front = *front;
+    let mut free = free.iter().copied();
+    let mut members = Vec::new();
+    for (request, indices) in waiting.iter_mut() {
+        if prompts[*request] != prompts[front] {
+            continue;
+        }
+        while !indices.is_empty() {
+            let Some(slot) = free.next() else { break };
+            members.push((slot, *request, indices.remove(0)));
+        }
     }
-    let mut chain = Vec::new();
-    if sampling.top_k > 0 {
-        chain.push(LlamaSampler::top_k(sampling.top_k as i32));
-    }
-    if sampling.top_p < 1.0 {
-        chain.push(LlamaSampler::top_p(sampling.top_p, 1));
-    }
-    if sampling.min_p > 0.0 {
-        chain.push(LlamaSampler::min_p(sampling.min_p, 1));
-    }
-    chain.push(LlamaSampler::temp(sampling.temperature));
-    // llama.cpp seeds are 32-bit, as are llama-server's.
-    chain.push(LlamaSampler::dist(seed as u32));
-    LlamaSampler::chain_simple(chain)
+    waiting.retain(|(_, indices)| !indices.is_empty());
+    (!members.is_empty()).then_some(Prefill {
+        request: front,
+        members,
+        fed: 0,
+    })
 }
 
 /// Where the first stop string starts in `text`, if any.
@@ -108,31 +118,14 @@ pub(super) fn run(
     let mut batch = LlamaBatch::new(batch_size, parallel as i32);
 
     loop {
-        // Admit the next waiting request into free slots.
-        if prefill.is_none()
-            && let Some((request, indices)) = waiting.front_mut()
-        {
+        // Admit waiting samples into free slots.
+        if prefill.is_none() {
             let free: Vec<usize> = (0..parallel)
                 .filter(|&s| slots[s].is_none() && !reserved[s])
                 .collect();
-            if !free.is_empty() {
-                let take = free.len().min(indices.len());
-                let members: Vec<(usize, u32)> = free[..take]
-                    .iter()
-                    .copied()
-                    .zip(indices.drain(..take))
-                    .collect();
-                for (slot, _) in &members {
-                    reserved[*slot] = true;
-                }
-                prefill = Some(Prefill {
-                    request: *request,
-                    members,
-                    fed: 0,
-                });
-                if indices.is_empty() {
-                    waiting.pop_front();
-                }
+            prefill = admit(&mut waiting, &free, prompts);
+            for (slot, _, _) in prefill.iter().flat_map(|p| &p.members) {
+                reserved[*slot] = true;
             }
         }
 
@@ -174,26 +167,26 @@ pub(super) fn run(
         if let Some(at) = prefill_logits
             && let Some(p) = prefill.take()
         {
-            let request = &requests[p.request];
             let prompt_len = prompts[p.request].len();
             let source = p.members[0].0 as i32;
-            for &(slot, _) in &p.members[1..] {
+            for &(slot, _, _) in &p.members[1..] {
                 context
                     .copy_kv_cache_seq(source, slot as i32, None, None)
                     .map_err(|e| BackendError::Engine(e.to_string()))?;
             }
-            for (slot, index) in p.members {
+            for (slot, request_index, index) in p.members {
                 reserved[slot] = false;
+                let request = &requests[request_index];
                 let seed = request.seed_of(index);
                 let limit = request
                     .sampling
                     .max_tokens
                     .min((per_sequence - prompt_len) as u32);
                 slots[slot] = Some(Running {
-                    request: p.request,
+                    request: request_index,
                     index,
                     seed,
-                    sampler: sampler(&request.sampling, seed),
+                    sampler: Sampler::new(&request.sampling, seed),
                     pos: prompt_len as i32,
                     next: LlamaToken(0),
                     logits_at: at,
@@ -206,7 +199,7 @@ pub(super) fn run(
 
         for (slot, running) in slots.iter_mut().enumerate() {
             let Some(r) = running else { continue };
-            let token = r.sampler.sample(context, r.logits_at);
+            let token = LlamaToken(r.sampler.sample(context.get_logits_ith(r.logits_at)) as i32);
             let request = &requests[r.request];
             let mut finish = None;
             if vocab.is_eog(token) && !request.sampling.ignore_eos {
