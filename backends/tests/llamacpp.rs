@@ -4,6 +4,15 @@ use backends::{
     Backend, ChatMessage, Completion, LlamaCpp, LlamaCppConfig, Prompt, Request, Sampling,
 };
 
+/// llama.cpp runs one OpenMP thread per core, and OpenMP threads spin at barriers: two
+/// engines decoding at once on a 2-core machine slowed each other down a hundredfold. The
+/// tests that decode take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn engine(parallel: u32) -> LlamaCpp {
     let model = backends::models::ensure(&backends::models::SMOLLM2_135M).unwrap();
     let mut config = LlamaCppConfig::new(model);
@@ -48,6 +57,7 @@ const QUESTIONS: [&str; 6] = [
 
 #[test]
 fn greedy_is_the_same_alone_and_in_a_full_batch() {
+    let _serial = serial();
     let greedy = Sampling {
         max_tokens: 48,
         ..Sampling::default()
@@ -75,6 +85,7 @@ fn greedy_is_the_same_alone_and_in_a_full_batch() {
 
 #[test]
 fn seeded_samples_are_reproducible_and_differ_by_index() {
+    let _serial = serial();
     let sampling = Sampling {
         temperature: 0.75,
         top_p: 0.95,
@@ -109,6 +120,7 @@ fn seeded_samples_are_reproducible_and_differ_by_index() {
 
 #[test]
 fn stop_strings_and_max_tokens_end_generation() {
+    let _serial = serial();
     let mut engine = engine(2);
     let request = |stop: Vec<String>, max_tokens| Request {
         prompt: chat("Count from 1 to 20, separated by commas."),

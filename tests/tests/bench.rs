@@ -23,6 +23,15 @@ const ARGS: [&str; 12] = [
     "--out",
 ];
 
+/// llama.cpp runs one OpenMP thread per core, and OpenMP threads spin at barriers: two
+/// engines decoding at once on a 2-core machine slowed each other down a hundredfold. The
+/// tests that decode take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn bench(out: &Path) -> String {
     let mut args = ARGS.to_vec();
     args.push(out.to_str().unwrap());
@@ -51,6 +60,7 @@ fn csv_row(path: &Path) -> std::collections::HashMap<String, String> {
 
 #[test]
 fn bench_writes_graded_samples_and_a_consistent_summary() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let stdout = bench(dir.path());
     assert!(stdout.contains("greedy pass@1"), "{stdout}");
@@ -105,6 +115,7 @@ fn bench_writes_graded_samples_and_a_consistent_summary() {
 
 #[test]
 fn an_interrupted_run_continues_to_the_same_sample_file() {
+    let _serial = serial();
     let whole = tempfile::tempdir().unwrap();
     bench(whole.path());
 
@@ -140,6 +151,7 @@ fn an_interrupted_run_continues_to_the_same_sample_file() {
 
 #[test]
 fn a_run_directory_refuses_other_settings() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     bench(dir.path());
     let out = Command::new(harness_bin())
