@@ -41,6 +41,15 @@ pub fn harness_ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 stdout")
 }
 
+/// The JSON objects of a JSON Lines file (a sample file).
+pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
 /// The accuracy line of a split in `harness grade` output: (correct, total).
 pub fn split_score(stdout: &str, split: &str) -> (usize, usize) {
     let line = stdout

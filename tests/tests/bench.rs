@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e_tests::{harness_bin, harness_ok};
+use e2e_tests::{harness_bin, harness_ok, read_jsonl};
 use serde_json::Value;
 
 const ARGS: [&str; 12] = [
@@ -38,14 +38,6 @@ fn bench(out: &Path) -> String {
     harness_ok(&args)
 }
 
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn csv_row(path: &Path) -> std::collections::HashMap<String, String> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut rows = text.lines();
@@ -64,7 +56,7 @@ fn bench_writes_graded_samples_and_a_consistent_summary() {
     let dir = tempfile::tempdir().unwrap();
     let stdout = bench(dir.path());
     assert!(stdout.contains("greedy pass@1"), "{stdout}");
-    let samples = lines(&dir.path().join("samples/arith.jsonl"));
+    let samples = read_jsonl(&dir.path().join("samples/arith.jsonl"));
     assert_eq!(samples.len(), 9);
     let greedy: Vec<&Value> = samples
         .iter()

@@ -3,20 +3,12 @@
 
 use std::path::Path;
 
-use e2e_tests::{harness, harness_ok, split_score};
+use e2e_tests::{harness, harness_ok, read_jsonl, split_score};
 use serde_json::{Value, json};
 
 fn write_lines(path: &Path, lines: &[Value]) {
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(path, text).unwrap();
-}
-
-fn read_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]
@@ -43,7 +35,7 @@ fn gsm8k_samples_are_graded_with_rule_and_normal_form() {
         output.to_str().unwrap(),
     ]);
     assert_eq!(split_score(&out, "test"), (1, 3), "{out}");
-    let graded = read_lines(&output);
+    let graded = read_jsonl(&output);
     assert_eq!(graded[0]["correct"], true);
     assert_eq!(graded[0]["rule"], "after-hashes");
     assert_eq!(graded[0]["normalized"], "18");
@@ -84,7 +76,7 @@ fn mbpp_samples_run_in_the_sandbox() {
         "2",
     ]);
     assert_eq!(split_score(&out, "test"), (1, 4), "{out}");
-    let graded = read_lines(&output);
+    let graded = read_jsonl(&output);
     let detail = |i: usize| graded[i]["grade_detail"].as_str().unwrap_or("").to_string();
     assert!(detail(0).starts_with("pass"), "{}", detail(0));
     assert!(detail(1).starts_with("fail assertion"), "{}", detail(1));

@@ -3,16 +3,8 @@
 
 use std::path::Path;
 
-use e2e_tests::{LlamaServer, default_model, harness_ok};
+use e2e_tests::{LlamaServer, default_model, harness_ok, read_jsonl};
 use serde_json::Value;
-
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 fn bench(out: &Path, extra: &[&str]) -> Vec<Value> {
     let mut args = vec![
@@ -30,7 +22,7 @@ fn bench(out: &Path, extra: &[&str]) -> Vec<Value> {
     args.push(out.to_str().unwrap());
     args.extend_from_slice(extra);
     harness_ok(&args);
-    lines(&out.join("samples/arith.jsonl"))
+    read_jsonl(&out.join("samples/arith.jsonl"))
 }
 
 #[test]
