@@ -162,27 +162,29 @@ impl Sandbox {
     /// Runs many programs, `parallel` at a time; `done` is called after each.
     pub fn run_all(&self, jobs: &[Job], done: &(dyn Fn() + Sync)) -> Vec<Outcome> {
         let next = AtomicUsize::new(0);
-        let mut results: Vec<Option<Outcome>> = vec![None; jobs.len()];
-        let slots: Vec<std::sync::Mutex<&mut Option<Outcome>>> =
-            results.iter_mut().map(std::sync::Mutex::new).collect();
-        std::thread::scope(|scope| {
-            for _ in 0..self.config.parallel.max(1).min(jobs.len().max(1)) {
-                scope.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(job) = jobs.get(i) else { break };
-                        let outcome = self.run(job);
-                        **slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
-                        done();
-                    }
-                });
-            }
+        let workers = self.config.parallel.max(1).min(jobs.len().max(1));
+        // Each worker takes the next job and keeps (index, outcome); merged in job order.
+        let mut finished: Vec<(usize, Outcome)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(job) = jobs.get(i) else { break mine };
+                            mine.push((i, self.run(job)));
+                            done();
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("sandbox worker panicked"))
+                .collect()
         });
-        drop(slots);
-        results
-            .into_iter()
-            .map(|o| o.expect("every job ran"))
-            .collect()
+        finished.sort_by_key(|(i, _)| *i);
+        finished.into_iter().map(|(_, o)| o).collect()
     }
 
     /// Runs one program. Failures of the program are outcomes; failures to set up the
@@ -324,10 +326,7 @@ fn confine(limits: &Limits, as_root: bool) -> std::io::Result<()> {
         // user's own processes would count too, so the limit is not set for one.)
         setrlimit(Resource::RLIMIT_NPROC, limits.processes, limits.processes)?;
     }
-    let namespaces = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET;
-    let in_namespaces = nix::sched::unshare(namespaces).is_ok()
-        || (!as_root && nix::sched::unshare(namespaces | CloneFlags::CLONE_NEWUSER).is_ok());
-    if in_namespaces {
+    if enter_namespaces(as_root).is_ok() {
         // The caller stays outside the new PID namespace and its first child is PID 1 there.
         // PID 1 only relays: the kernel does not deliver default-action signals such as
         // SIGXCPU to a namespace's init, so the program itself runs as PID 2. When PID 1
@@ -395,6 +394,16 @@ fn relay(child: Pid) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Moves the calling process into new PID and network namespaces: directly as root, else
+/// through a new user namespace where unprivileged ones are allowed.
+fn enter_namespaces(as_root: bool) -> nix::Result<()> {
+    let flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET;
+    nix::sched::unshare(flags).or_else(|e| match as_root {
+        true => Err(e),
+        false => nix::sched::unshare(flags | CloneFlags::CLONE_NEWUSER),
+    })
+}
+
 /// Whether this kernel lets the sandbox make PID and network namespaces (probed once by
 /// starting `true` the way programs are started).
 fn probe_pid_namespace() -> bool {
@@ -408,15 +417,7 @@ fn probe_pid_namespace() -> bool {
             .stderr(Stdio::null());
         // SAFETY: unshare is async-signal-safe and nothing is allocated.
         unsafe {
-            command.pre_exec(move || {
-                let flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET;
-                nix::sched::unshare(flags)
-                    .or_else(|e| match as_root {
-                        true => Err(e),
-                        false => nix::sched::unshare(flags | CloneFlags::CLONE_NEWUSER),
-                    })
-                    .map_err(std::io::Error::from)
-            });
+            command.pre_exec(move || enter_namespaces(as_root).map_err(std::io::Error::from));
         }
         command.status().is_ok_and(|s| s.success())
     })
