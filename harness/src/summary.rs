@@ -24,8 +24,19 @@ pub struct TaskSummary {
 
 impl TaskSummary {
     pub fn new(task: &'static Task, split: &str, samples: &[Sample], n: u32) -> Self {
-        let mut problems: Vec<&str> = samples.iter().map(|s| s.problem_id.as_str()).collect();
-        problems.dedup();
+        // (drawn, correct) sample counts per problem, in first-seen order, counted once.
+        let mut counts: Vec<(&str, u64, u64)> = Vec::new();
+        let mut position: std::collections::HashMap<&str, usize> = Default::default();
+        for s in samples {
+            let at = *position.entry(&s.problem_id).or_insert_with(|| {
+                counts.push((&s.problem_id, 0, 0));
+                counts.len() - 1
+            });
+            if s.sample_index.is_some() {
+                counts[at].1 += 1;
+                counts[at].2 += u64::from(s.correct == Some(true));
+            }
+        }
         let greedy: Vec<&Sample> = samples
             .iter()
             .filter(|s| s.sample_index.is_none())
@@ -33,16 +44,9 @@ impl TaskSummary {
         let greedy_correct = greedy.iter().filter(|s| s.correct == Some(true)).count();
         let mut pass = Vec::new();
         for k in pass_at_k_levels(u64::from(n)) {
-            let values: Vec<f64> = problems
+            let values: Vec<f64> = counts
                 .iter()
-                .filter_map(|id| {
-                    let drawn: Vec<&Sample> = samples
-                        .iter()
-                        .filter(|s| s.problem_id == *id && s.sample_index.is_some())
-                        .collect();
-                    let correct = drawn.iter().filter(|s| s.correct == Some(true)).count();
-                    pass_at_k(drawn.len() as u64, correct as u64, k)
-                })
+                .filter_map(|(_, drawn, correct)| pass_at_k(*drawn, *correct, k))
                 .collect();
             if !values.is_empty() {
                 pass.push((k, values.iter().sum::<f64>() / values.len() as f64));
@@ -60,7 +64,7 @@ impl TaskSummary {
             task: task.name,
             task_version: task.version,
             split: split.to_string(),
-            problems: problems.len(),
+            problems: counts.len(),
             greedy_pass_at_1: greedy_correct as f64 / greedy.len().max(1) as f64,
             pass_at_k: pass,
             tokens,

@@ -138,9 +138,12 @@ fn load(config: &LlamaCppConfig) -> Result<(LlamaModel, String)> {
         path: config.model.clone(),
         message,
     };
-    let bytes = std::fs::read(&config.model).map_err(|e| model_error(e.to_string()))?;
-    let digest = hex::encode(Sha256::digest(&bytes));
-    drop(bytes);
+    // Streamed: a 7B GGUF need not sit in memory twice to be hashed.
+    let mut hasher = Sha256::new();
+    std::fs::File::open(&config.model)
+        .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
+        .map_err(|e| model_error(e.to_string()))?;
+    let digest = hex::encode(hasher.finalize());
     let params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
     let model = LlamaModel::load_from_file(llama_backend()?, &config.model, &params)
         .map_err(|e| model_error(e.to_string()))?;
