@@ -17,12 +17,8 @@ LIMIT=${LIMIT:-8}
 THREADS=${THREADS:-$(nproc)}
 PP=${PROMPT_TOKENS:-160}   # about the length of a chat-templated gsm8k prompt
 
-bin=$(scripts/build-llama-cpp-tools.sh)
-cargo build --release --quiet -p harness
-H=target/release/harness
-model=$($H fetch)
-work=$(mktemp -d)
-trap 'rm -rf "$work"; [ -n "${server:-}" ] && kill "$server" 2>/dev/null || true' EXIT
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 column() { # CSV file, column name -> value of the first row
   python3 -c 'import csv,sys; r=next(csv.DictReader(open(sys.argv[1]))); print(r[sys.argv[2]])' "$1" "$2"
@@ -41,15 +37,8 @@ $H bench --task gsm8k --limit "$LIMIT" --n "$P" --max-tokens "$TG" --ignore-eos 
 local_tps=$(column "$work/llamacpp/summary.csv" tokens_per_s)
 
 echo "== harness bench, OpenAI backend against llama-server -np $P"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin/llama-server" -m "$model" --host 127.0.0.1 --port "$port" --alias smollm2 -np "$P" \
-  -c $((P * 2048)) -t "$THREADS" -tb "$THREADS" > "$work/server.log" 2>&1 &
-server=$!
-for _ in $(seq 600); do
-  curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
-  sleep 0.2
-done
-$H bench --backend openai --base-url "http://127.0.0.1:$port/v1" --model smollm2 --task gsm8k \
+start_llama_server -np "$P" -c $((P * 2048)) -t "$THREADS" -tb "$THREADS"
+$H bench --backend openai --base-url "$base_url" --model smollm2 --task gsm8k \
   --limit "$LIMIT" --n "$P" --max-tokens "$TG" --ignore-eos --concurrency "$P" \
   --out "$work/openai" | tail -1
 remote_tps=$(column "$work/openai/summary.csv" tokens_per_s)

@@ -6,24 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIMIT=${LIMIT:-50}
-bin=$(scripts/build-llama-cpp-tools.sh)
-cargo build --release --quiet -p harness
-H=target/release/harness
-model=$($H fetch)
-work=$(mktemp -d)
-trap 'rm -rf "$work"; [ -n "${server:-}" ] && kill "$server" 2>/dev/null || true' EXIT
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 common=(--task gsm8k --limit "$LIMIT" --n 0 --max-tokens 256)
 $H bench "${common[@]}" --out "$work/llamacpp" | tail -2
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin/llama-server" -m "$model" --host 127.0.0.1 --port "$port" --alias smollm2 -np 8 -c 16384 \
-  > "$work/server.log" 2>&1 &
-server=$!
-for _ in $(seq 600); do
-  curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
-  sleep 0.2
-done
-$H bench "${common[@]}" --backend openai --base-url "http://127.0.0.1:$port/v1" --model smollm2 \
+start_llama_server -np 8 -c 16384
+$H bench "${common[@]}" --backend openai --base-url "$base_url" --model smollm2 \
   --concurrency 8 --out "$work/openai" | tail -2
 
 python3 - "$work/llamacpp/samples/gsm8k.jsonl" "$work/openai/samples/gsm8k.jsonl" <<'PY'
