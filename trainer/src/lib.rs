@@ -1,5 +1,16 @@
 //! The candle trainer: a differentiable Llama-family model, LoRA and full fine-tuning, SFT
-//! and DPO losses, and checkpoint export for the next round's backend. (Filled by the
-//! trainer issue; this crate is the place it lands.)
+//! and DPO losses, and checkpoint export for the next round's backend (GGUF for llama.cpp,
+//! PEFT adapters and merged safetensors for vLLM).
 //!
 //! The trainer never samples and never grades: it receives training data and writes models.
+
+pub mod checkpoint;
+pub mod config;
+pub mod lora;
+pub mod model;
+pub mod ops;
+
+pub use checkpoint::Weights;
+pub use config::LlamaConfig;
+pub use lora::LoraConfig;
+pub use model::{Llama, Tuning};

@@ -1,0 +1,373 @@
+//! A differentiable Llama-family decoder (RMSNorm, rotary embeddings, grouped-query
+//! attention, SwiGLU, tied or untied output), trainable in full or through LoRA.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{D, DType, Device, Tensor, Var};
+
+use crate::checkpoint::{LoraTensors, Weights};
+use crate::config::LlamaConfig;
+use crate::lora::{Lora, LoraConfig};
+use crate::ops;
+
+/// Which parameters train.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tuning {
+    /// Nothing trains (a reference model).
+    Frozen,
+    /// Every weight trains.
+    Full,
+    /// The base stays frozen; low-rank adapters on the target modules train.
+    Lora(LoraConfig),
+}
+
+/// One projection: `x W^T (+ b) (+ dropout(x) A^T B^T * alpha / r)`.
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    lora: Option<Lora>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let mut y = x.broadcast_matmul(&self.weight.t()?)?;
+        if let Some(bias) = &self.bias {
+            y = y.broadcast_add(bias)?;
+        }
+        if let Some(lora) = &self.lora {
+            y = (y + lora.forward(x, train)?)?;
+        }
+        Ok(y)
+    }
+
+    /// The weight with the LoRA update folded in.
+    fn merged_weight(&self) -> candle_core::Result<Tensor> {
+        match &self.lora {
+            Some(lora) => self.weight.detach() + lora.delta()?,
+            None => Ok(self.weight.detach()),
+        }
+    }
+}
+
+struct Layer {
+    input_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    post_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// The decoder. Weights are held in the Hugging Face layout and names.
+pub struct Llama {
+    config: LlamaConfig,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    /// `None` when the output projection is tied to the embedding.
+    lm_head: Option<Tensor>,
+    cos: Tensor,
+    sin: Tensor,
+    /// Trainable parameters with their names (full weights or LoRA factors).
+    trainable: Vec<(String, Var)>,
+    lora_config: Option<LoraConfig>,
+}
+
+const PROJECTIONS: &[&str] = &[
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
+impl Llama {
+    /// Builds the model over `weights`; `seed` initialises LoRA's `A` factors.
+    pub fn new(weights: &Weights, tuning: &Tuning, seed: u64) -> Result<Self> {
+        let config = weights.config.clone();
+        config.validate()?;
+        let full = matches!(tuning, Tuning::Full);
+        let mut trainable = Vec::new();
+        let mut base = Vec::new();
+        let mut take = |name: &str| -> Result<Tensor> {
+            let tensor = weights.get(name)?.clone();
+            if full {
+                let var = Var::from_tensor(&tensor)?;
+                let t = var.as_tensor().clone();
+                base.push((name.to_string(), var));
+                Ok(t)
+            } else {
+                Ok(tensor.detach())
+            }
+        };
+        let embed = take("model.embed_tokens.weight")?;
+        let device = embed.device().clone();
+        let dtype = embed.dtype();
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        let mut lora_rng = crate::lora::init_rng(seed);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let mut linears = Vec::with_capacity(PROJECTIONS.len());
+            for proj in PROJECTIONS {
+                let module = format!("{p}.{proj}");
+                let weight = take(&format!("{module}.weight"))?;
+                let bias_name = format!("{module}.bias");
+                let bias = if weights.tensors.contains_key(&bias_name) {
+                    Some(take(&bias_name)?)
+                } else {
+                    None
+                };
+                let lora = match tuning {
+                    Tuning::Lora(lc) if lc.targets(proj) => {
+                        let (out, inp) = weight.dims2()?;
+                        let lora = Lora::new(lc, inp, out, &mut lora_rng, dtype, &device)?;
+                        trainable.push((format!("{module}.lora_A"), lora.a.clone()));
+                        trainable.push((format!("{module}.lora_B"), lora.b.clone()));
+                        Some(lora)
+                    }
+                    _ => None,
+                };
+                linears.push(Linear { weight, bias, lora });
+            }
+            let mut it = linears.into_iter();
+            let mut next = || it.next().expect("seven projections");
+            let (q, k, v, o, gate, up, down) =
+                (next(), next(), next(), next(), next(), next(), next());
+            layers.push(Layer {
+                input_norm: take(&format!("{p}.input_layernorm.weight"))?,
+                post_norm: take(&format!("{p}.post_attention_layernorm.weight"))?,
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+            });
+        }
+        let norm = take("model.norm.weight")?;
+        let lm_head = if config.tie_word_embeddings
+            || !weights.tensors.contains_key("lm_head.weight")
+        {
+            None
+        } else {
+            Some(take("lm_head.weight")?)
+        };
+        let (cos, sin) = ops::rotary_tables(
+            config.head_dim(),
+            config.rope_theta,
+            config.max_position_embeddings,
+            dtype,
+            &device,
+        )?;
+        let lora_config = match tuning {
+            Tuning::Lora(lc) => Some(lc.clone()),
+            _ => None,
+        };
+        trainable.extend(base);
+        if let Tuning::Lora(lc) = tuning
+            && trainable.is_empty()
+        {
+            bail!(
+                "LoRA target modules {:?} match no projection",
+                lc.target_modules
+            );
+        }
+        Ok(Llama {
+            config,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            cos,
+            sin,
+            trainable,
+            lora_config,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        self.embed.device()
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.embed.dtype()
+    }
+
+    /// The trainable parameters with their names.
+    pub fn trainable(&self) -> &[(String, Var)] {
+        &self.trainable
+    }
+
+    /// Final hidden states `[b, t, hidden]` for token ids `[b, t]` (u32). Sequences are
+    /// right-padded: with causal attention a position never sees the padding after it.
+    pub fn hidden_states(&self, tokens: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        if t > self.config.max_position_embeddings {
+            bail!(
+                "sequence of {t} tokens exceeds the model's {} positions",
+                self.config.max_position_embeddings
+            );
+        }
+        let c = &self.config;
+        let (heads, kv_heads, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
+        let cos = self.cos.narrow(0, 0, t)?;
+        let sin = self.sin.narrow(0, 0, t)?;
+        let mask = ops::causal_mask(t, self.dtype(), self.device())?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut x = self
+            .embed
+            .index_select(&tokens.flatten_all()?, 0)?
+            .reshape((b, t, c.hidden_size))?;
+        for layer in &self.layers {
+            let h = ops::rms_norm(&x, &layer.input_norm, c.rms_norm_eps)?;
+            let split = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
+                y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
+            };
+            let q = split(layer.q.forward(&h, train)?, heads)?;
+            let k = split(layer.k.forward(&h, train)?, kv_heads)?;
+            let v = split(layer.v.forward(&h, train)?, kv_heads)?;
+            let q = ops::rope(&q, &cos, &sin)?;
+            let k = ops::rope(&k, &cos, &sin)?;
+            let k = ops::repeat_kv(&k, heads / kv_heads)?;
+            let v = ops::repeat_kv(&v, heads / kv_heads)?;
+            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
+            let probs = ops::softmax_last(&scores)?;
+            let attn = probs
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b, t, c.hidden_size))?;
+            x = (x + layer.o.forward(&attn, train)?)?;
+            let h = ops::rms_norm(&x, &layer.post_norm, c.rms_norm_eps)?;
+            let gated = (layer.gate.forward(&h, train)?.silu()? * layer.up.forward(&h, train)?)?;
+            x = (x + layer.down.forward(&gated, train)?)?;
+        }
+        Ok(ops::rms_norm(&x, &self.norm, c.rms_norm_eps)?)
+    }
+
+    /// Output logits for hidden states `[..., hidden]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        Ok(hidden.broadcast_matmul(&head.t()?)?)
+    }
+
+    /// Logits `[b, t, vocab]` at every position.
+    pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
+        self.logits(&self.hidden_states(tokens, false)?)
+    }
+
+    /// Log-probability of each next token: for `tokens` `[b, t]` returns `[b, t - 1]` where
+    /// entry `(i, j)` is `log p(tokens[i, j + 1] | tokens[i, ..=j])`. Only positions where
+    /// `mask` `[b, t - 1]` is 1 are computed; the others are 0.
+    pub fn token_logprobs(&self, tokens: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let hidden = self.hidden_states(&tokens.narrow(1, 0, t - 1)?, train)?;
+        let flat_mask = mask.flatten_all()?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        let positions: Vec<u32> = flat_mask
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| **m != 0)
+            .map(|(i, _)| i as u32)
+            .collect();
+        let rows = (b * (t - 1)) as usize;
+        if positions.is_empty() {
+            return Ok(Tensor::zeros((b, t - 1), self.dtype(), self.device())?);
+        }
+        let index = Tensor::new(positions.as_slice(), self.device())?;
+        let selected = hidden
+            .reshape((rows, self.config.hidden_size))?
+            .index_select(&index, 0)?;
+        let logp = ops::log_softmax_last(&self.logits(&selected)?)?;
+        let targets = tokens
+            .narrow(1, 1, t - 1)?
+            .flatten_all()?
+            .index_select(&index, 0)?
+            .unsqueeze(1)?;
+        let picked = logp.gather(&targets, D::Minus1)?.squeeze(1)?;
+        // Scatter the picked values back to their positions (zeros elsewhere).
+        let zeros = Tensor::zeros(rows, self.dtype(), self.device())?;
+        let full = zeros.index_add(&index, &picked, 0)?;
+        Ok(full.reshape((b, t - 1))?)
+    }
+
+    /// Current weights with Hugging Face names, LoRA merged in.
+    pub fn merged_weights(&self) -> Result<BTreeMap<String, Tensor>> {
+        let mut out = BTreeMap::new();
+        out.insert("model.embed_tokens.weight".into(), self.embed.detach());
+        out.insert("model.norm.weight".into(), self.norm.detach());
+        if let Some(head) = &self.lm_head {
+            out.insert("lm_head.weight".into(), head.detach());
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.insert(
+                format!("{p}.input_layernorm.weight"),
+                layer.input_norm.detach(),
+            );
+            out.insert(
+                format!("{p}.post_attention_layernorm.weight"),
+                layer.post_norm.detach(),
+            );
+            for (proj, linear) in PROJECTIONS.iter().zip(layer.linears()) {
+                out.insert(format!("{p}.{proj}.weight"), linear.merged_weight()?);
+                if let Some(bias) = &linear.bias {
+                    out.insert(format!("{p}.{proj}.bias"), bias.detach());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The LoRA factors, for a PEFT adapter export. `None` when the model is not a LoRA.
+    pub fn lora_tensors(&self) -> Option<LoraTensors> {
+        let lc = self.lora_config.as_ref()?;
+        let mut modules = BTreeMap::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (proj, linear) in PROJECTIONS.iter().zip(layer.linears()) {
+                if let Some(lora) = &linear.lora {
+                    modules.insert(
+                        format!("model.layers.{i}.{proj}"),
+                        (lora.a.as_tensor().detach(), lora.b_for_export()),
+                    );
+                }
+            }
+        }
+        Some(LoraTensors {
+            rank: lc.rank,
+            alpha: lc.alpha,
+            dropout: lc.dropout,
+            target_modules: lc.target_modules.clone(),
+            modules,
+        })
+    }
+
+    /// Replaces trainable values (a checkpoint restore, or tests).
+    pub fn set_trainable(&self, name: &str, value: &Tensor) -> Result<()> {
+        let (_, var) = self
+            .trainable
+            .iter()
+            .find(|(n, _)| n == name)
+            .with_context(|| format!("no trainable parameter {name}"))?;
+        var.set(value)?;
+        Ok(())
+    }
+}
+
+impl Layer {
+    fn linears(&self) -> [&Linear; 7] {
+        [
+            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
+        ]
+    }
+}
