@@ -25,6 +25,9 @@ pub enum Command {
     /// One evaluation round: greedy pass@1 plus N samples per problem (pass@k), graded,
     /// written to a run directory.
     Bench(Box<BenchArgs>),
+    /// Fine-tune a model on graded samples (SFT or DPO) and write the next round's
+    /// checkpoint (GGUF for llama.cpp, PEFT adapter and safetensors for vLLM).
+    Train(Box<crate::cmd::train_args::TrainArgs>),
     /// Fetch the default model into the cache (done automatically on first use).
     Fetch,
 }

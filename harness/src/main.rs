@@ -23,6 +23,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Grade(args) => cmd::grade::run(args),
         cli::Command::Tasks(args) => cmd::tasks::run(args),
         cli::Command::Bench(args) => cmd::bench::run(*args),
+        cli::Command::Train(args) => cmd::train::run(*args),
         cli::Command::Fetch => backends::models::ensure(&backends::models::SMOLLM2_135M)
             .map(|path| println!("{}", path.display()))
             .map_err(Into::into),

@@ -5,10 +5,15 @@
 //! The trainer never samples and never grades: it receives training data and writes models.
 
 pub mod checkpoint;
+pub mod batch;
 pub mod config;
+pub mod data;
+pub mod optim;
+pub mod job;
 pub mod lora;
 pub mod model;
 pub mod ops;
+pub mod train;
 
 pub use checkpoint::Weights;
 pub use config::LlamaConfig;

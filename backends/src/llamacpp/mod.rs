@@ -3,6 +3,9 @@
 
 mod sampler;
 mod scheduler;
+mod tokens;
+
+pub use tokens::{Tokenizer, position_logits};
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -11,7 +14,7 @@ use std::sync::OnceLock;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use sha2::{Digest, Sha256};
 
@@ -91,25 +94,7 @@ impl LlamaCpp {
 
     /// The prompt's tokens, chat template applied, exactly as they are decoded.
     pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<LlamaToken>> {
-        let text = match prompt {
-            Prompt::Text(text) => text.clone(),
-            Prompt::Chat(messages) => {
-                let template = self
-                    .model
-                    .chat_template(None)
-                    .map_err(|e| BackendError::Engine(format!("chat template: {e}")))?;
-                let messages = messages
-                    .iter()
-                    .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(|e| BackendError::Engine(format!("chat message: {e}")))?;
-                self.model
-                    .apply_chat_template(&template, &messages, true)
-                    .map_err(|e| BackendError::Engine(format!("chat template: {e}")))?
-            }
-        };
-        // As llama-server does: BOS if the vocabulary wants one, special tokens parsed.
-        Ok(self.model.vocab().tokenize(text.as_bytes(), true, true))
+        tokens::prompt_tokens(&self.model, prompt)
     }
 
     fn context_params(&self) -> LlamaContextParams {

@@ -4,6 +4,8 @@ pub mod bench;
 pub mod grade;
 pub mod prompt;
 pub mod tasks;
+pub mod train;
+pub mod train_args;
 
 use benchmarks::DataSource;
 

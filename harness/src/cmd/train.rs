@@ -1,0 +1,144 @@
+//! `harness train`: SFT or DPO on a JSON Lines file, writing the next round's model.
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device};
+use trainer::job::{Method, Progress, TrainJob};
+use trainer::train::{DpoParams, TrainParams};
+use trainer::{LoraConfig, Tuning};
+
+use super::train_args::{ExportType, TrainArgs, TrainMethod};
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    if let Some(threads) = args.threads {
+        // candle's CPU kernels and the optimizer run on rayon's global pool.
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("setting the thread count")?;
+    }
+    let job = job_of(&args)?;
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} (ETA {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let summary = trainer::job::run(&job, &mut |p| match p {
+        Progress::Phase(what) => bar.set_message(what.to_string()),
+        Progress::Step(s) => {
+            bar.set_length(s.total_steps);
+            bar.set_position(s.step);
+            let mut msg = format!(
+                "epoch {} loss {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s",
+                s.epoch, s.loss, s.learning_rate, s.grad_norm, s.tokens_per_second
+            );
+            if let Some(d) = &s.dpo {
+                msg.push_str(&format!(" margin {:.3} acc {:.2}", d.margin, d.accuracy));
+            }
+            bar.set_message(msg);
+        }
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "{} on {} examples ({} skipped as too long): {} steps in {:.1} s, {:.0} tokens/s, {} trainable parameters",
+        summary.method,
+        summary.examples,
+        summary.skipped_too_long,
+        summary.steps,
+        summary.seconds,
+        summary.tokens_per_second,
+        summary.trainable_parameters
+    );
+    if let (Some(before), Some(after)) = (summary.loss_before, summary.loss_after) {
+        println!("loss on the training data: {before:.4} -> {after:.4}");
+    }
+    if let Some(d) = &summary.dpo_after {
+        println!(
+            "after training: chosen reward {:.4}, rejected reward {:.4}, margin {:.4}, accuracy {:.3}",
+            d.chosen_reward, d.rejected_reward, d.margin, d.accuracy
+        );
+    }
+    for output in &summary.outputs {
+        println!("wrote {}", output.display());
+    }
+    Ok(())
+}
+
+fn job_of(args: &TrainArgs) -> Result<TrainJob> {
+    let model = match &args.model {
+        Some(path) => path.clone(),
+        None => backends::models::ensure(&backends::models::SMOLLM2_135M)?,
+    };
+    let lora = !args.full;
+    let dpo = args.method == TrainMethod::Dpo;
+    let default_lr = match (dpo, lora) {
+        (false, false) => 1e-5,
+        (false, true) => 2e-4,
+        (true, false) => 5e-7,
+        (true, true) => 5e-6,
+    };
+    let tuning = if lora {
+        Tuning::Lora(LoraConfig {
+            rank: args.lora_rank,
+            alpha: args.lora_alpha,
+            dropout: args.lora_dropout,
+            target_modules: args.lora_targets.clone(),
+        })
+    } else {
+        Tuning::Full
+    };
+    let method = if dpo {
+        Method::Dpo(DpoParams {
+            beta: args.beta,
+            label_smoothing: args.label_smoothing,
+            nll_weight: args.nll_weight,
+        })
+    } else {
+        Method::Sft
+    };
+    let gguf = match args.gguf_type {
+        ExportType::F32 => Some(trainer::checkpoint::GgufType::F32),
+        ExportType::F16 => Some(trainer::checkpoint::GgufType::F16),
+        ExportType::Q8_0 => Some(trainer::checkpoint::GgufType::Q8_0),
+        ExportType::None => None,
+    };
+    // A Hugging Face base cannot become a GGUF here (no tokenizer metadata to copy).
+    let gguf = gguf.filter(|_| model.extension().is_some_and(|e| e == "gguf"));
+    Ok(TrainJob {
+        method,
+        data: args.data.clone(),
+        model,
+        reference: args.reference.clone(),
+        tokenizer: args.tokenizer.clone(),
+        tuning,
+        params: TrainParams {
+            learning_rate: args.lr.unwrap_or(default_lr),
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            grad_accum: args.grad_accum,
+            warmup_ratio: args.warmup_ratio,
+            schedule: args.schedule,
+            max_grad_norm: args.max_grad_norm,
+            adamw: trainer::optim::AdamWParams {
+                weight_decay: args.weight_decay,
+                ..Default::default()
+            },
+            seed: args.seed,
+        },
+        max_len: args.max_len,
+        out: args.out.clone(),
+        gguf,
+        hf: args.export_hf,
+        device: device()?,
+        dtype: DType::F32,
+    })
+}
+
+/// The first CUDA device when built with `cuda` and one is present, else the CPU.
+fn device() -> Result<Device> {
+    #[cfg(feature = "cuda")]
+    if candle_core::utils::cuda_is_available() {
+        return Ok(Device::new_cuda(0)?);
+    }
+    Ok(Device::Cpu)
+}

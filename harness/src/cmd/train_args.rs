@@ -1,0 +1,113 @@
+//! Flags of `harness train`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrainMethod {
+    /// Supervised fine-tuning on `{"prompt","completion"}` or `{"messages"}` records.
+    Sft,
+    /// Direct preference optimisation on `{"prompt","chosen","rejected"}` records.
+    Dpo,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportType {
+    F32,
+    F16,
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// No GGUF export.
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Training objective.
+    #[arg(long, value_enum)]
+    pub method: TrainMethod,
+    /// Training data, JSON Lines in TRL's formats (see the README).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub data: PathBuf,
+    /// Model to train: a .gguf (quantised tensors are dequantised) or a Hugging Face folder
+    /// (config.json + *.safetensors). Default: SmolLM2-135M-Instruct, fetched on first use.
+    #[arg(long, value_name = "BASE")]
+    pub model: Option<PathBuf>,
+    /// DPO reference model (default: the model being trained, M_{t-1}; give M1 or M0 to
+    /// anchor to an earlier round).
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: Option<PathBuf>,
+    /// GGUF whose tokenizer and chat template encode the data (default: --model; required
+    /// for a Hugging Face folder).
+    #[arg(long, value_name = "FILE.gguf")]
+    pub tokenizer: Option<PathBuf>,
+    /// Output folder (model.gguf, adapter/, hf/, train_log.jsonl, train_summary.json).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Train every weight instead of LoRA adapters.
+    #[arg(long, conflicts_with = "lora_rank")]
+    pub full: bool,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 16)]
+    pub lora_rank: usize,
+    /// LoRA alpha (the update is scaled by alpha / rank).
+    #[arg(long, default_value_t = 32.0)]
+    pub lora_alpha: f64,
+    /// LoRA dropout on the adapters' input.
+    #[arg(long, default_value_t = 0.05)]
+    pub lora_dropout: f64,
+    /// Projections that get adapters, comma-separated (q_proj, k_proj, v_proj, o_proj,
+    /// gate_proj, up_proj, down_proj) or all-linear.
+    #[arg(long, value_delimiter = ',', default_value = "all-linear")]
+    pub lora_targets: Vec<String>,
+    /// Peak learning rate (default: 1e-5 full, 2e-4 LoRA; DPO: 5e-7 full, 5e-6 LoRA).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Passes over the data.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Sequences (SFT) or pairs (DPO) per micro-batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    /// Micro-batches accumulated per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Share of optimizer steps spent in linear warmup.
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup_ratio: f64,
+    /// Learning-rate schedule after warmup: cosine (to 0) or constant.
+    #[arg(long, default_value = "cosine")]
+    pub schedule: trainer::optim::Schedule,
+    /// Clip the global gradient norm to this (0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// AdamW weight decay (decoupled).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Seed of the data order and of LoRA's initialisation.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Longest prompt + response in tokens; longer responses are cut, and examples whose
+    /// prompt alone does not fit are skipped (counted in train_summary.json).
+    #[arg(long, default_value_t = 1024)]
+    pub max_len: usize,
+    /// DPO: beta, the strength of the pull towards the reference.
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f64,
+    /// DPO: label smoothing (conservative DPO), the assumed share of flipped preferences.
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// DPO: weight of the chosen responses' NLL added to the loss (TRL's rpo_alpha).
+    #[arg(long, default_value_t = 0.0)]
+    pub nll_weight: f64,
+    /// Tensor type of the exported model.gguf (needs a GGUF base); none skips it.
+    #[arg(long, value_enum, default_value_t = ExportType::F16)]
+    pub gguf_type: ExportType,
+    /// Also write merged Hugging Face safetensors to OUT/hf.
+    #[arg(long)]
+    pub export_hf: bool,
+    /// Worker threads for the CPU (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}

@@ -1,0 +1,280 @@
+//! One training job end to end: read the data, tokenise it exactly as the sampler does,
+//! build the model, score the reference (DPO), train, and write the checkpoints and logs.
+//!
+//! Output folder:
+//! - `model.gguf`: merged weights for the llama.cpp backend (when the base is a GGUF, or when
+//!   asked), written after every epoch;
+//! - `adapter/`: PEFT LoRA adapter (LoRA runs), for vLLM's `/v1/load_lora_adapter`;
+//! - `hf/`: merged Hugging Face safetensors (when asked);
+//! - `train_log.jsonl`: one line per optimizer step; `train_summary.json`: the settings and
+//!   before/after figures.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use backends::llamacpp::Tokenizer;
+use candle_core::{DType, Device};
+use serde::Serialize;
+
+use crate::batch::Sequence;
+use crate::checkpoint::{GgufType, Source, Weights, export_gguf, export_hf, export_peft};
+use crate::data::{read_preferences, read_sft};
+use crate::model::{Llama, Tuning};
+use crate::train::{
+    DpoParams, DpoStats, Event, ScoredPair, StepLog, TrainParams, dpo_stats, response_logprobs,
+    sft_loss, train_dpo, train_sft,
+};
+
+/// The training objective.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Method {
+    Sft,
+    Dpo(DpoParams),
+}
+
+/// Everything a training run needs.
+#[derive(Debug, Clone)]
+pub struct TrainJob {
+    pub method: Method,
+    pub data: PathBuf,
+    /// The model to train: a `.gguf` or a Hugging Face folder.
+    pub model: PathBuf,
+    /// DPO's reference model (default: `model`, i.e. M_{t-1}).
+    pub reference: Option<PathBuf>,
+    /// GGUF whose tokenizer and chat template are used (default: `model`, which must then be
+    /// a GGUF).
+    pub tokenizer: Option<PathBuf>,
+    pub tuning: Tuning,
+    pub params: TrainParams,
+    /// Longest sequence (prompt + response) in tokens; longer responses are cut.
+    pub max_len: usize,
+    pub out: PathBuf,
+    /// GGUF export type; `None` skips the GGUF export.
+    pub gguf: Option<GgufType>,
+    /// Also write merged Hugging Face safetensors.
+    pub hf: bool,
+    pub device: Device,
+    pub dtype: DType,
+}
+
+/// What a finished job reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    pub method: String,
+    pub examples: usize,
+    pub skipped_too_long: usize,
+    pub steps: u64,
+    pub trainable_parameters: usize,
+    /// SFT: mean response-token loss on the training data before and after.
+    pub loss_before: Option<f64>,
+    pub loss_after: Option<f64>,
+    /// DPO: rewards on the training pairs after training (before, margins are 0).
+    pub dpo_after: Option<DpoStats>,
+    pub seconds: f64,
+    pub tokens_per_second: f64,
+    pub outputs: Vec<PathBuf>,
+}
+
+/// Progress of a job, for a progress bar.
+pub enum Progress<'a> {
+    /// A phase with a message (loading, scoring the reference, exporting).
+    Phase(&'a str),
+    Step(&'a StepLog),
+}
+
+pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSummary> {
+    let started = Instant::now();
+    let tokenizer_path = match (&job.tokenizer, is_gguf(&job.model)) {
+        (Some(path), _) => path.clone(),
+        (None, true) => job.model.clone(),
+        (None, false) => bail!(
+            "{}: a Hugging Face folder needs --tokenizer FILE.gguf (the GGUF the sampler used) so \
+             that training sees the sampler's exact tokens",
+            job.model.display()
+        ),
+    };
+    progress(Progress::Phase("loading the tokenizer"));
+    let tokenizer = Tokenizer::load(&tokenizer_path)
+        .with_context(|| format!("tokenizer {}", tokenizer_path.display()))?;
+    progress(Progress::Phase("loading the model"));
+    let weights = Weights::load(&job.model, job.dtype, &job.device)
+        .with_context(|| format!("model {}", job.model.display()))?;
+    if tokenizer.vocab_size() > weights.config.vocab_size {
+        bail!(
+            "the tokenizer ({}) has {} tokens but the model has {}",
+            tokenizer_path.display(),
+            tokenizer.vocab_size(),
+            weights.config.vocab_size
+        );
+    }
+    let model = Llama::new(&weights, &job.tuning, job.params.seed)?;
+    let trainable_parameters = model
+        .trainable()
+        .iter()
+        .map(|(_, v)| v.as_tensor().elem_count())
+        .sum();
+    let prepared = match &job.method {
+        Method::Sft => {
+            let data = read_sft(&job.data)?;
+            let mut seqs = Vec::with_capacity(data.len());
+            for ex in &data {
+                let prompt = tokenizer.prompt(&ex.prompt)?;
+                let response = tokenizer.response(&ex.prompt, &ex.completion)?;
+                seqs.extend(Sequence::new(prompt, response, job.max_len));
+            }
+            if seqs.is_empty() {
+                bail!("no example fits in {} tokens", job.max_len);
+            }
+            (data.len(), Prepared::Sft(seqs))
+        }
+        Method::Dpo(_) => {
+            let data = read_preferences(&job.data)?;
+            let mut pairs = Vec::with_capacity(data.len());
+            for ex in &data {
+                let prompt = tokenizer.prompt(&ex.prompt)?;
+                let chosen = tokenizer.response(&ex.prompt, &ex.chosen)?;
+                let rejected = tokenizer.response(&ex.prompt, &ex.rejected)?;
+                if let (Some(chosen), Some(rejected)) = (
+                    Sequence::new(prompt.clone(), chosen, job.max_len),
+                    Sequence::new(prompt, rejected, job.max_len),
+                ) {
+                    pairs.push(ScoredPair {
+                        chosen,
+                        rejected,
+                        ref_chosen: 0.0,
+                        ref_rejected: 0.0,
+                    });
+                }
+            }
+            if pairs.is_empty() {
+                bail!("no pair fits in {} tokens", job.max_len);
+            }
+            progress(Progress::Phase("scoring the reference model"));
+            score_reference(job, &model, &mut pairs)?;
+            (data.len(), Prepared::Dpo(pairs))
+        }
+    };
+    std::fs::create_dir_all(&job.out)
+        .with_context(|| format!("creating {}", job.out.display()))?;
+    let log_path = job.out.join("train_log.jsonl");
+    let mut log = std::io::BufWriter::new(
+        std::fs::File::create(&log_path).with_context(|| log_path.display().to_string())?,
+    );
+    let mut outputs = Vec::new();
+    let mut tokens_per_second_sum = 0f64;
+    let mut on_event = |event: Event| -> Result<()> {
+        match event {
+            Event::Step(step) => {
+                serde_json::to_writer(&mut log, step)?;
+                log.write_all(b"\n")?;
+                log.flush()?;
+                tokens_per_second_sum += step.tokens_per_second;
+                progress(Progress::Step(step));
+            }
+            Event::EpochEnd(_) => {
+                outputs = export(job, &weights, &model)?;
+            }
+        }
+        Ok(())
+    };
+    let (records, prepared) = prepared;
+    let (summary_method, examples, steps, loss_before, loss_after, dpo_after) = match (&job.method, &prepared) {
+        (_, Prepared::Sft(seqs)) => {
+            let before = sft_loss(&model, seqs, job.params.batch_size)?;
+            let logs = train_sft(&model, seqs, &job.params, &mut on_event)?;
+            let after = sft_loss(&model, seqs, job.params.batch_size)?;
+            ("sft", seqs.len(), logs.len(), Some(before), Some(after), None)
+        }
+        (Method::Dpo(dpo), Prepared::Dpo(pairs)) => {
+            let logs = train_dpo(&model, pairs, &job.params, dpo, &mut on_event)?;
+            let after = dpo_stats(&model, pairs, dpo.beta, job.params.batch_size)?;
+            ("dpo", pairs.len(), logs.len(), None, None, Some(after))
+        }
+        (Method::Sft, Prepared::Dpo(_)) => unreachable!("prepared from the method"),
+    };
+    let skipped = records - examples;
+    drop(on_event);
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = TrainSummary {
+        method: summary_method.into(),
+        examples,
+        skipped_too_long: skipped,
+        steps: steps as u64,
+        trainable_parameters,
+        loss_before,
+        loss_after,
+        dpo_after,
+        seconds,
+        tokens_per_second: tokens_per_second_sum / steps.max(1) as f64,
+        outputs,
+    };
+    crate::checkpoint::write_file_atomically(&job.out.join("train_summary.json"), |w| {
+        serde_json::to_writer_pretty(w, &summary)?;
+        Ok(())
+    })?;
+    Ok(summary)
+}
+
+enum Prepared {
+    Sft(Vec<Sequence>),
+    Dpo(Vec<ScoredPair>),
+}
+
+/// Reference log-probabilities, once, before the policy trains.
+fn score_reference(job: &TrainJob, policy: &Llama, pairs: &mut [ScoredPair]) -> Result<()> {
+    let reference_model;
+    let reference = match &job.reference {
+        Some(path) if path != &job.model => {
+            let weights = Weights::load(path, job.dtype, &job.device)
+                .with_context(|| format!("reference model {}", path.display()))?;
+            reference_model = Llama::new(&weights, &Tuning::Frozen, 0)?;
+            &reference_model
+        }
+        // The policy before its first step is the reference (LoRA starts with B = 0).
+        _ => policy,
+    };
+    let chosen: Vec<&Sequence> = pairs.iter().map(|p| &p.chosen).collect();
+    let rejected: Vec<&Sequence> = pairs.iter().map(|p| &p.rejected).collect();
+    let rc = response_logprobs(reference, &chosen, job.params.batch_size)?;
+    let rr = response_logprobs(reference, &rejected, job.params.batch_size)?;
+    for (i, pair) in pairs.iter_mut().enumerate() {
+        pair.ref_chosen = rc[i];
+        pair.ref_rejected = rr[i];
+    }
+    Ok(())
+}
+
+fn export(job: &TrainJob, weights: &Weights, model: &Llama) -> Result<Vec<PathBuf>> {
+    let mut outputs = Vec::new();
+    let needs_merged = job.gguf.is_some() || job.hf;
+    let merged = if needs_merged {
+        Some(model.merged_weights()?)
+    } else {
+        None
+    };
+    if let (Some(ty), Some(merged)) = (job.gguf, &merged) {
+        let Source::Gguf(source) = &weights.source else {
+            bail!("a GGUF export needs a GGUF base model (its metadata and tokenizer are copied)");
+        };
+        let path = job.out.join("model.gguf");
+        export_gguf(source, model.config(), merged, ty, &path)?;
+        outputs.push(path);
+    }
+    if let (true, Some(merged)) = (job.hf, &merged) {
+        let path = job.out.join("hf");
+        export_hf(model.config(), merged, &weights.source, &path)?;
+        outputs.push(path);
+    }
+    if let Some(lora) = model.lora_tensors() {
+        let path = job.out.join("adapter");
+        export_peft(&lora, &job.model.display().to_string(), &path)?;
+        outputs.push(path);
+    }
+    Ok(outputs)
+}
+
+fn is_gguf(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "gguf")
+}
