@@ -47,7 +47,12 @@ pub struct Padded {
 
 /// Pads `seqs` on the right to their longest length.
 pub fn pad(seqs: &[&Sequence], dtype: DType, device: &Device) -> Result<Padded> {
-    let t = seqs.iter().map(|s| s.tokens.len()).max().unwrap_or(2).max(2);
+    let t = seqs
+        .iter()
+        .map(|s| s.tokens.len())
+        .max()
+        .unwrap_or(2)
+        .max(2);
     let b = seqs.len();
     let mut tokens = vec![0u32; b * t];
     let mut mask = vec![0f32; b * (t - 1)];

@@ -44,7 +44,9 @@ impl LlamaConfig {
 
     /// Checks the relations the model relies on.
     pub fn validate(&self) -> Result<()> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             bail!(
                 "hidden size {} is not a multiple of the head count {}",
                 self.hidden_size,
@@ -52,7 +54,9 @@ impl LlamaConfig {
             );
         }
         if self.num_key_value_heads == 0
-            || self.num_attention_heads % self.num_key_value_heads != 0
+            || !self
+                .num_attention_heads
+                .is_multiple_of(self.num_key_value_heads)
         {
             bail!(
                 "head count {} is not a multiple of the key/value head count {}",
@@ -60,7 +64,7 @@ impl LlamaConfig {
                 self.num_key_value_heads
             );
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             bail!("head dimension {} is odd", self.head_dim());
         }
         Ok(())
@@ -82,7 +86,9 @@ impl LlamaConfig {
         let rope = match arch.as_str() {
             "llama" | "mistral" => GgufRope::Interleaved,
             "qwen2" => GgufRope::Halves,
-            other => bail!("GGUF architecture `{other}` is not a Llama-family decoder this trainer supports (llama, mistral, qwen2)"),
+            other => bail!(
+                "GGUF architecture `{other}` is not a Llama-family decoder this trainer supports (llama, mistral, qwen2)"
+            ),
         };
         let int = |key: &str| -> Result<usize> {
             let full = format!("{arch}.{key}");

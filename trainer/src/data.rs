@@ -75,14 +75,20 @@ pub fn read_sft(path: &Path) -> Result<Vec<SftExample>, DataError> {
     read_lines(path, |object| {
         if let Some(messages) = object.get("messages") {
             let mut messages = parse_messages(messages, "messages")?;
-            let last = messages.pop().filter(|m| m.role == "assistant").ok_or_else(|| {
-                (
-                    "messages".to_string(),
-                    "the last message must be the assistant's (the completion)".to_string(),
-                )
-            })?;
+            let last = messages
+                .pop()
+                .filter(|m| m.role == "assistant")
+                .ok_or_else(|| {
+                    (
+                        "messages".to_string(),
+                        "the last message must be the assistant's (the completion)".to_string(),
+                    )
+                })?;
             if messages.is_empty() {
-                return Err(("messages".into(), "no prompt before the assistant message".into()));
+                return Err((
+                    "messages".into(),
+                    "no prompt before the assistant message".into(),
+                ));
             }
             return Ok(SftExample {
                 prompt: Prompt::Chat(messages),
@@ -229,7 +235,10 @@ mod tests {
         ));
         let e = read_preferences(f.path()).unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (2, "prompt[0].content"));
-        assert!(e.to_string().contains(":2: field `prompt[0].content`"), "{e}");
+        assert!(
+            e.to_string().contains(":2: field `prompt[0].content`"),
+            "{e}"
+        );
 
         let f = write("{\"prompt\": \"p\", \"chosen\": \"a\"}\n");
         let e = read_preferences(f.path()).unwrap_err();
@@ -244,6 +253,11 @@ mod tests {
         assert_eq!(e.field, "messages");
 
         let f = write("\n\n");
-        assert!(read_sft(f.path()).unwrap_err().to_string().contains("no records"));
+        assert!(
+            read_sft(f.path())
+                .unwrap_err()
+                .to_string()
+                .contains("no records")
+        );
     }
 }

@@ -39,6 +39,8 @@ pub enum Method {
 pub struct TrainJob {
     pub method: Method,
     pub data: PathBuf,
+    /// Held-out records in the same format, measured before and after training.
+    pub eval_data: Option<PathBuf>,
     /// The model to train: a `.gguf` or a Hugging Face folder.
     pub model: PathBuf,
     /// DPO's reference model (default: `model`, i.e. M_{t-1}).
@@ -72,6 +74,11 @@ pub struct TrainSummary {
     pub loss_after: Option<f64>,
     /// DPO: rewards on the training pairs after training (before, margins are 0).
     pub dpo_after: Option<DpoStats>,
+    /// Held-out data (`--eval-data`): SFT loss, or DPO rewards, before and after training.
+    pub eval_loss_before: Option<f64>,
+    pub eval_loss_after: Option<f64>,
+    pub eval_dpo_before: Option<DpoStats>,
+    pub eval_dpo_after: Option<DpoStats>,
     pub seconds: f64,
     pub tokens_per_second: f64,
     pub outputs: Vec<PathBuf>,
@@ -115,49 +122,20 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
         .iter()
         .map(|(_, v)| v.as_tensor().elem_count())
         .sum();
-    let prepared = match &job.method {
-        Method::Sft => {
-            let data = read_sft(&job.data)?;
-            let mut seqs = Vec::with_capacity(data.len());
-            for ex in &data {
-                let prompt = tokenizer.prompt(&ex.prompt)?;
-                let response = tokenizer.response(&ex.prompt, &ex.completion)?;
-                seqs.extend(Sequence::new(prompt, response, job.max_len));
-            }
-            if seqs.is_empty() {
-                bail!("no example fits in {} tokens", job.max_len);
-            }
-            (data.len(), Prepared::Sft(seqs))
-        }
-        Method::Dpo(_) => {
-            let data = read_preferences(&job.data)?;
-            let mut pairs = Vec::with_capacity(data.len());
-            for ex in &data {
-                let prompt = tokenizer.prompt(&ex.prompt)?;
-                let chosen = tokenizer.response(&ex.prompt, &ex.chosen)?;
-                let rejected = tokenizer.response(&ex.prompt, &ex.rejected)?;
-                if let (Some(chosen), Some(rejected)) = (
-                    Sequence::new(prompt.clone(), chosen, job.max_len),
-                    Sequence::new(prompt, rejected, job.max_len),
-                ) {
-                    pairs.push(ScoredPair {
-                        chosen,
-                        rejected,
-                        ref_chosen: 0.0,
-                        ref_rejected: 0.0,
-                    });
-                }
-            }
-            if pairs.is_empty() {
-                bail!("no pair fits in {} tokens", job.max_len);
-            }
-            progress(Progress::Phase("scoring the reference model"));
-            score_reference(job, &model, &mut pairs)?;
-            (data.len(), Prepared::Dpo(pairs))
-        }
+    let mut prepared = prepare(job, &tokenizer, &job.data)?;
+    let mut prepared_eval = match &job.eval_data {
+        Some(path) => Some(prepare(job, &tokenizer, path)?),
+        None => None,
     };
-    std::fs::create_dir_all(&job.out)
-        .with_context(|| format!("creating {}", job.out.display()))?;
+    if let Prepared::Dpo(pairs) = &mut prepared.1 {
+        progress(Progress::Phase("scoring the reference model"));
+        score_reference(job, &model, pairs)?;
+    }
+    if let Some((_, Prepared::Dpo(pairs))) = &mut prepared_eval {
+        score_reference(job, &model, pairs)?;
+    }
+    let eval_before = evaluate(job, &model, prepared_eval.as_ref().map(|p| &p.1))?;
+    std::fs::create_dir_all(&job.out).with_context(|| format!("creating {}", job.out.display()))?;
     let log_path = job.out.join("train_log.jsonl");
     let mut log = std::io::BufWriter::new(
         std::fs::File::create(&log_path).with_context(|| log_path.display().to_string())?,
@@ -180,22 +158,30 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
         Ok(())
     };
     let (records, prepared) = prepared;
-    let (summary_method, examples, steps, loss_before, loss_after, dpo_after) = match (&job.method, &prepared) {
-        (_, Prepared::Sft(seqs)) => {
-            let before = sft_loss(&model, seqs, job.params.batch_size)?;
-            let logs = train_sft(&model, seqs, &job.params, &mut on_event)?;
-            let after = sft_loss(&model, seqs, job.params.batch_size)?;
-            ("sft", seqs.len(), logs.len(), Some(before), Some(after), None)
-        }
-        (Method::Dpo(dpo), Prepared::Dpo(pairs)) => {
-            let logs = train_dpo(&model, pairs, &job.params, dpo, &mut on_event)?;
-            let after = dpo_stats(&model, pairs, dpo.beta, job.params.batch_size)?;
-            ("dpo", pairs.len(), logs.len(), None, None, Some(after))
-        }
-        (Method::Sft, Prepared::Dpo(_)) => unreachable!("prepared from the method"),
-    };
+    let (summary_method, examples, steps, loss_before, loss_after, dpo_after) =
+        match (&job.method, &prepared) {
+            (_, Prepared::Sft(seqs)) => {
+                let before = sft_loss(&model, seqs, job.params.batch_size)?;
+                let logs = train_sft(&model, seqs, &job.params, &mut on_event)?;
+                let after = sft_loss(&model, seqs, job.params.batch_size)?;
+                (
+                    "sft",
+                    seqs.len(),
+                    logs.len(),
+                    Some(before),
+                    Some(after),
+                    None,
+                )
+            }
+            (Method::Dpo(dpo), Prepared::Dpo(pairs)) => {
+                let logs = train_dpo(&model, pairs, &job.params, dpo, &mut on_event)?;
+                let after = dpo_stats(&model, pairs, dpo.beta, job.params.batch_size)?;
+                ("dpo", pairs.len(), logs.len(), None, None, Some(after))
+            }
+            (Method::Sft, Prepared::Dpo(_)) => unreachable!("prepared from the method"),
+        };
     let skipped = records - examples;
-    drop(on_event);
+    let eval_after = evaluate(job, &model, prepared_eval.as_ref().map(|p| &p.1))?;
     let seconds = started.elapsed().as_secs_f64();
     let summary = TrainSummary {
         method: summary_method.into(),
@@ -206,6 +192,10 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
         loss_before,
         loss_after,
         dpo_after,
+        eval_loss_before: eval_before.0,
+        eval_loss_after: eval_after.0,
+        eval_dpo_before: eval_before.1,
+        eval_dpo_after: eval_after.1,
         seconds,
         tokens_per_second: tokens_per_second_sum / steps.max(1) as f64,
         outputs,
@@ -215,6 +205,71 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
         Ok(())
     })?;
     Ok(summary)
+}
+
+/// Reads and tokenises a data file for the job's method; returns the record count too.
+fn prepare(job: &TrainJob, tokenizer: &Tokenizer, path: &Path) -> Result<(usize, Prepared)> {
+    Ok(match &job.method {
+        Method::Sft => {
+            let data = read_sft(path)?;
+            let mut seqs = Vec::with_capacity(data.len());
+            for ex in &data {
+                let prompt = tokenizer.prompt(&ex.prompt)?;
+                let response = tokenizer.response(&ex.prompt, &ex.completion)?;
+                seqs.extend(Sequence::new(prompt, response, job.max_len));
+            }
+            if seqs.is_empty() {
+                bail!(
+                    "{}: no example fits in {} tokens",
+                    path.display(),
+                    job.max_len
+                );
+            }
+            (data.len(), Prepared::Sft(seqs))
+        }
+        Method::Dpo(_) => {
+            let data = read_preferences(path)?;
+            let mut pairs = Vec::with_capacity(data.len());
+            for ex in &data {
+                let prompt = tokenizer.prompt(&ex.prompt)?;
+                let chosen = tokenizer.response(&ex.prompt, &ex.chosen)?;
+                let rejected = tokenizer.response(&ex.prompt, &ex.rejected)?;
+                if let (Some(chosen), Some(rejected)) = (
+                    Sequence::new(prompt.clone(), chosen, job.max_len),
+                    Sequence::new(prompt, rejected, job.max_len),
+                ) {
+                    pairs.push(ScoredPair {
+                        chosen,
+                        rejected,
+                        ref_chosen: 0.0,
+                        ref_rejected: 0.0,
+                    });
+                }
+            }
+            if pairs.is_empty() {
+                bail!("{}: no pair fits in {} tokens", path.display(), job.max_len);
+            }
+            (data.len(), Prepared::Dpo(pairs))
+        }
+    })
+}
+
+/// Held-out figures: SFT loss or DPO rewards.
+fn evaluate(
+    job: &TrainJob,
+    model: &Llama,
+    data: Option<&Prepared>,
+) -> Result<(Option<f64>, Option<DpoStats>)> {
+    Ok(match (data, &job.method) {
+        (Some(Prepared::Sft(seqs)), _) => {
+            (Some(sft_loss(model, seqs, job.params.batch_size)?), None)
+        }
+        (Some(Prepared::Dpo(pairs)), Method::Dpo(dpo)) => (
+            None,
+            Some(dpo_stats(model, pairs, dpo.beta, job.params.batch_size)?),
+        ),
+        _ => (None, None),
+    })
 }
 
 enum Prepared {

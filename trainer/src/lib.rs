@@ -4,15 +4,16 @@
 //!
 //! The trainer never samples and never grades: it receives training data and writes models.
 
-pub mod checkpoint;
 pub mod batch;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
-pub mod optim;
+pub mod fused;
 pub mod job;
 pub mod lora;
 pub mod model;
 pub mod ops;
+pub mod optim;
 pub mod train;
 
 pub use checkpoint::Weights;

@@ -69,8 +69,8 @@ impl Lora {
         } else {
             x.clone()
         };
-        let down = x.broadcast_matmul(&self.a.as_tensor().t()?)?;
-        down.broadcast_matmul(&self.b.as_tensor().t()?)? * self.scale
+        let down = crate::model::matmul_t(&x, self.a.as_tensor())?;
+        crate::model::matmul_t(&down, self.b.as_tensor())? * self.scale
     }
 
     /// `(alpha / r) B A`, the update folded into the base weight.

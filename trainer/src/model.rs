@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use candle_core::{D, DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 
 use crate::checkpoint::{LoraTensors, Weights};
 use crate::config::LlamaConfig;
@@ -31,7 +31,7 @@ struct Linear {
 
 impl Linear {
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut y = x.broadcast_matmul(&self.weight.t()?)?;
+        let mut y = matmul_t(x, &self.weight)?;
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }
@@ -48,6 +48,24 @@ impl Linear {
             None => Ok(self.weight.detach()),
         }
     }
+}
+
+/// `x W^T` for `x` `[..., in]` and `W` `[out, in]`, as one 2-D product: a broadcast batched
+/// product would also work but its backward pass materialises `W`'s gradient once per batch
+/// row and sums them.
+pub(crate) fn matmul_t(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let dims = x.dims();
+    let inner = dims[dims.len() - 1];
+    let rows = x.elem_count() / inner;
+    let x2 = x.reshape((rows, inner))?;
+    let y = if crate::fused::applies(&x2) {
+        crate::fused::linear(&x2, w)?
+    } else {
+        x2.matmul(&w.t()?)?
+    };
+    let mut out_dims = dims.to_vec();
+    *out_dims.last_mut().expect("at least 1-D") = w.dim(0)?;
+    y.reshape(out_dims)
 }
 
 struct Layer {
@@ -152,13 +170,12 @@ impl Llama {
             });
         }
         let norm = take("model.norm.weight")?;
-        let lm_head = if config.tie_word_embeddings
-            || !weights.tensors.contains_key("lm_head.weight")
-        {
-            None
-        } else {
-            Some(take("lm_head.weight")?)
-        };
+        let lm_head =
+            if config.tie_word_embeddings || !weights.tensors.contains_key("lm_head.weight") {
+                None
+            } else {
+                Some(take("lm_head.weight")?)
+            };
         let (cos, sin) = ops::rotary_tables(
             config.head_dim(),
             config.rope_theta,
@@ -223,7 +240,6 @@ impl Llama {
         let (heads, kv_heads, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let cos = self.cos.narrow(0, 0, t)?;
         let sin = self.sin.narrow(0, 0, t)?;
-        let mask = ops::causal_mask(t, self.dtype(), self.device())?;
         let scale = 1.0 / (hd as f64).sqrt();
         let mut x = self
             .embed
@@ -241,13 +257,13 @@ impl Llama {
             let k = ops::rope(&k, &cos, &sin)?;
             let k = ops::repeat_kv(&k, heads / kv_heads)?;
             let v = ops::repeat_kv(&v, heads / kv_heads)?;
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-            let probs = ops::softmax_last(&scores)?;
-            let attn = probs
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((b, t, c.hidden_size))?;
+            let probs = ops::causal_softmax(&(q.matmul(&k.t()?)? * scale)?)?;
+            let attn =
+                probs
+                    .matmul(&v)?
+                    .transpose(1, 2)?
+                    .contiguous()?
+                    .reshape((b, t, c.hidden_size))?;
             x = (x + layer.o.forward(&attn, train)?)?;
             let h = ops::rms_norm(&x, &layer.post_norm, c.rms_norm_eps)?;
             let gated = (layer.gate.forward(&h, train)?.silu()? * layer.up.forward(&h, train)?)?;
@@ -259,7 +275,7 @@ impl Llama {
     /// Output logits for hidden states `[..., hidden]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        Ok(hidden.broadcast_matmul(&head.t()?)?)
+        Ok(matmul_t(hidden, head)?)
     }
 
     /// Logits `[b, t, vocab]` at every position.
@@ -280,7 +296,7 @@ impl Llama {
             .filter(|(_, m)| **m != 0)
             .map(|(i, _)| i as u32)
             .collect();
-        let rows = (b * (t - 1)) as usize;
+        let rows = b * (t - 1);
         if positions.is_empty() {
             return Ok(Tensor::zeros((b, t - 1), self.dtype(), self.device())?);
         }
@@ -288,13 +304,11 @@ impl Llama {
         let selected = hidden
             .reshape((rows, self.config.hidden_size))?
             .index_select(&index, 0)?;
-        let logp = ops::log_softmax_last(&self.logits(&selected)?)?;
         let targets = tokens
             .narrow(1, 1, t - 1)?
             .flatten_all()?
-            .index_select(&index, 0)?
-            .unsqueeze(1)?;
-        let picked = logp.gather(&targets, D::Minus1)?.squeeze(1)?;
+            .index_select(&index, 0)?;
+        let picked = ops::target_logprobs(&self.logits(&selected)?, &targets)?;
         // Scatter the picked values back to their positions (zeros elsewhere).
         let zeros = Tensor::zeros(rows, self.dtype(), self.device())?;
         let full = zeros.index_add(&index, &picked, 0)?;

@@ -7,6 +7,9 @@ use candle_core::{D, DType, Device, Result, Tensor};
 
 /// RMSNorm: `x / sqrt(mean(x^2) + eps) * weight` over the last dimension.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if crate::fused::applies(x) {
+        return crate::fused::rms_norm(x, weight, eps);
+    }
     let mean_square = x.sqr()?.mean_keepdim(D::Minus1)?;
     let inv = (mean_square + eps)?.sqrt()?.recip()?;
     x.broadcast_mul(&inv)?.broadcast_mul(weight)
@@ -45,7 +48,10 @@ pub fn rotary_tables(
         angles.extend(inv_freq.iter().map(|f| p as f64 * f));
     }
     let angles = Tensor::from_vec(angles, (positions, head_dim / 2), device)?;
-    Ok((angles.cos()?.to_dtype(dtype)?, angles.sin()?.to_dtype(dtype)?))
+    Ok((
+        angles.cos()?.to_dtype(dtype)?,
+        angles.sin()?.to_dtype(dtype)?,
+    ))
 }
 
 /// Rotary embedding in the Hugging Face "halves" layout: dimension `i` pairs with `i + d/2`.
@@ -70,6 +76,26 @@ pub fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
         .broadcast_as((b, kv, groups, t, d))?
         .contiguous()?
         .reshape((b, kv * groups, t, d))
+}
+
+/// Softmax of attention scores `[b, h, t, t]` under a causal mask (row `i` sees `j <= i`).
+pub fn causal_softmax(scores: &Tensor) -> Result<Tensor> {
+    if crate::fused::applies(scores) {
+        return crate::fused::causal_softmax(scores);
+    }
+    let (.., t) = scores.dims4()?;
+    let mask = causal_mask(t, scores.dtype(), scores.device())?;
+    softmax_last(&scores.broadcast_add(&mask)?)
+}
+
+/// `log_softmax(logits)[i, targets[i]]` for logits `[n, vocab]`.
+pub fn target_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if crate::fused::applies(logits) {
+        return crate::fused::target_logprobs(logits, targets.to_vec1::<u32>()?);
+    }
+    log_softmax_last(logits)?
+        .gather(&targets.unsqueeze(1)?, D::Minus1)?
+        .squeeze(1)
 }
 
 /// Additive causal mask `[t, t]`: 0 on and below the diagonal, -inf above.

@@ -113,16 +113,29 @@ impl AdamW {
 /// The global L2 norm of the gradients.
 pub fn grad_norm(grads: &[Option<Tensor>]) -> Result<f64> {
     let mut total = 0f64;
-    for g in grads {
-        if let Some(g) = g {
-            total += g
-                .to_dtype(DType::F64)?
-                .sqr()?
-                .sum_all()?
-                .to_scalar::<f64>()?;
-        }
+    for g in grads.iter().flatten() {
+        total += sum_of_squares(g)?;
     }
     Ok(total.sqrt())
+}
+
+/// `sum(g^2)` in f64: read in place for f32 CPU tensors (no converted copy of the gradient).
+fn sum_of_squares(g: &Tensor) -> Result<f64> {
+    let g = g.contiguous()?;
+    let (storage, layout) = g.storage_and_layout();
+    if let (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) =
+        (&*storage, layout.contiguous_offsets())
+    {
+        return Ok(v[a..b]
+            .par_chunks(1 << 14)
+            .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
+            .sum());
+    }
+    drop(storage);
+    Ok(g.to_dtype(DType::F64)?
+        .sqr()?
+        .sum_all()?
+        .to_scalar::<f64>()?)
 }
 
 struct FusedAdamW<'a> {
@@ -262,7 +275,8 @@ mod tests {
             ..Default::default()
         };
         for dtype in [DType::F32, DType::F64] {
-            let x = Var::from_tensor(&Tensor::new(&[1.0f64, -2.0], &Device::Cpu)?.to_dtype(dtype)?)?;
+            let x =
+                Var::from_tensor(&Tensor::new(&[1.0f64, -2.0], &Device::Cpu)?.to_dtype(dtype)?)?;
             let mut opt = AdamW::new(vec![x.clone()], params)?;
             for _ in 0..2 {
                 // loss = sum(x^2) / 2 -> grad = x
@@ -284,7 +298,10 @@ mod tests {
             }
             let got = x.as_tensor().to_dtype(DType::F64)?.to_vec1::<f64>()?;
             for i in 0..2 {
-                assert!((got[i] - expect[i]).abs() < 1e-6, "{dtype:?}: {got:?} vs {expect:?}");
+                assert!(
+                    (got[i] - expect[i]).abs() < 1e-6,
+                    "{dtype:?}: {got:?} vs {expect:?}"
+                );
             }
         }
         Ok(())

@@ -120,7 +120,10 @@ pub fn sft_loss(model: &Llama, seqs: &[Sequence], batch_size: usize) -> Result<f
         let refs: Vec<&Sequence> = chunk.iter().collect();
         let p = pad(&refs, model.dtype(), model.device())?;
         let logp = model.token_logprobs(&p.tokens, &p.mask, false)?;
-        total -= (logp * &p.mask)?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        total -= (logp * &p.mask)?
+            .sum_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
         count += p.response_tokens;
     }
     Ok(total / count.max(1) as f64)
@@ -133,14 +136,21 @@ pub fn response_logprobs(model: &Llama, seqs: &[&Sequence], batch_size: usize) -
     for chunk in seqs.chunks(batch_size.max(1)) {
         let p = pad(chunk, model.dtype(), model.device())?;
         let logp = model.token_logprobs(&p.tokens, &p.mask, false)?;
-        let sums = (logp * &p.mask)?.sum(D::Minus1)?.to_dtype(candle_core::DType::F64)?;
+        let sums = (logp * &p.mask)?
+            .sum(D::Minus1)?
+            .to_dtype(candle_core::DType::F64)?;
         out.extend(sums.to_vec1::<f64>()?);
     }
     Ok(out)
 }
 
 /// DPO statistics of `pairs` under the current model (no gradient kept).
-pub fn dpo_stats(model: &Llama, pairs: &[ScoredPair], beta: f64, batch_size: usize) -> Result<DpoStats> {
+pub fn dpo_stats(
+    model: &Llama,
+    pairs: &[ScoredPair],
+    beta: f64,
+    batch_size: usize,
+) -> Result<DpoStats> {
     let chosen: Vec<&Sequence> = pairs.iter().map(|p| &p.chosen).collect();
     let rejected: Vec<&Sequence> = pairs.iter().map(|p| &p.rejected).collect();
     let pc = response_logprobs(model, &chosen, batch_size)?;
@@ -166,19 +176,25 @@ pub fn train_sft(
     on_event: &mut dyn FnMut(Event) -> Result<()>,
 ) -> Result<Vec<StepLog>> {
     let lengths: Vec<usize> = seqs.iter().map(|s| s.tokens.len()).collect();
-    run(model, &lengths, params, on_event, &mut |batch: &[usize], group_units: usize| {
-        let refs: Vec<&Sequence> = batch.iter().map(|&i| &seqs[i]).collect();
-        let p = pad(&refs, model.dtype(), model.device())?;
-        let logp = model.token_logprobs(&p.tokens, &p.mask, true)?;
-        // Token-weighted over the whole accumulation group.
-        let loss = ((logp * &p.mask)?.sum_all()?.neg()? / group_units as f64)?;
-        Ok(MicroBatch {
-            loss,
-            units: p.response_tokens,
-            tokens: p.tokens_in_batch,
-            dpo: None,
-        })
-    }, &|batch| batch.iter().map(|&i| seqs[i].response_len()).sum())
+    run(
+        model,
+        &lengths,
+        params,
+        on_event,
+        &mut |batch: &[usize], group_units: usize| {
+            let refs: Vec<&Sequence> = batch.iter().map(|&i| &seqs[i]).collect();
+            let p = pad(&refs, model.dtype(), model.device())?;
+            let logp = model.token_logprobs(&p.tokens, &p.mask, true)?;
+            // Token-weighted over the whole accumulation group.
+            let loss = ((logp * &p.mask)?.sum_all()?.neg()? / group_units as f64)?;
+            Ok(MicroBatch {
+                loss,
+                tokens: p.tokens_in_batch,
+                dpo: None,
+            })
+        },
+        &|batch| batch.iter().map(|&i| seqs[i].response_len()).sum(),
+    )
 }
 
 /// Direct preference optimisation on `pairs`.
@@ -194,55 +210,65 @@ pub fn train_dpo(
         .map(|p| p.chosen.tokens.len().max(p.rejected.tokens.len()))
         .collect();
     let dpo = *dpo;
-    run(model, &lengths, params, on_event, &mut |batch: &[usize], group_units: usize| {
-        let b = batch.len();
-        let mut refs: Vec<&Sequence> = batch.iter().map(|&i| &pairs[i].chosen).collect();
-        refs.extend(batch.iter().map(|&i| &pairs[i].rejected));
-        let p = pad(&refs, model.dtype(), model.device())?;
-        let logp = (model.token_logprobs(&p.tokens, &p.mask, true)? * &p.mask)?;
-        let sums = logp.sum(D::Minus1)?;
-        let policy_chosen = sums.narrow(0, 0, b)?;
-        let policy_rejected = sums.narrow(0, b, b)?;
-        let dev = model.device();
-        let ref_chosen: Vec<f64> = batch.iter().map(|&i| pairs[i].ref_chosen).collect();
-        let ref_rejected: Vec<f64> = batch.iter().map(|&i| pairs[i].ref_rejected).collect();
-        let ref_chosen = Tensor::new(ref_chosen, dev)?.to_dtype(model.dtype())?;
-        let ref_rejected = Tensor::new(ref_rejected, dev)?.to_dtype(model.dtype())?;
-        let chosen_logratio = (policy_chosen - ref_chosen)?;
-        let rejected_logratio = (policy_rejected - ref_rejected)?;
-        let logits = ((&chosen_logratio - &rejected_logratio)? * dpo.beta)?;
-        let ls = dpo.label_smoothing;
-        let per_pair = ((log_sigmoid(&logits)? * -(1.0 - ls))?
-            + (log_sigmoid(&logits.neg()?)? * -ls)?)?;
-        let mut loss = (per_pair.sum_all()? / group_units as f64)?;
-        if dpo.nll_weight > 0.0 {
-            let chosen_tokens: usize = batch.iter().map(|&i| pairs[i].chosen.response_len()).sum();
-            let nll = (logp.narrow(0, 0, b)?.sum_all()?.neg()? / chosen_tokens.max(1) as f64)?;
-            loss = (loss + (nll * (dpo.nll_weight * b as f64 / group_units as f64))?)?;
-        }
-        let c = (chosen_logratio.detach() * dpo.beta)?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
-        let r = (rejected_logratio.detach() * dpo.beta)?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
-        let mut stats = DpoStats::default();
-        for (c, r) in c.iter().zip(&r) {
-            stats.chosen_reward += c;
-            stats.rejected_reward += r;
-            stats.margin += c - r;
-            stats.accuracy += f64::from(u8::from(c > r));
-        }
-        Ok(MicroBatch {
-            loss,
-            units: b,
-            tokens: p.tokens_in_batch,
-            dpo: Some(stats),
-        })
-    }, &|batch| batch.len())
+    run(
+        model,
+        &lengths,
+        params,
+        on_event,
+        &mut |batch: &[usize], group_units: usize| {
+            let b = batch.len();
+            let mut refs: Vec<&Sequence> = batch.iter().map(|&i| &pairs[i].chosen).collect();
+            refs.extend(batch.iter().map(|&i| &pairs[i].rejected));
+            let p = pad(&refs, model.dtype(), model.device())?;
+            let logp = (model.token_logprobs(&p.tokens, &p.mask, true)? * &p.mask)?;
+            let sums = logp.sum(D::Minus1)?;
+            let policy_chosen = sums.narrow(0, 0, b)?;
+            let policy_rejected = sums.narrow(0, b, b)?;
+            let dev = model.device();
+            let ref_chosen: Vec<f64> = batch.iter().map(|&i| pairs[i].ref_chosen).collect();
+            let ref_rejected: Vec<f64> = batch.iter().map(|&i| pairs[i].ref_rejected).collect();
+            let ref_chosen = Tensor::new(ref_chosen, dev)?.to_dtype(model.dtype())?;
+            let ref_rejected = Tensor::new(ref_rejected, dev)?.to_dtype(model.dtype())?;
+            let chosen_logratio = (policy_chosen - ref_chosen)?;
+            let rejected_logratio = (policy_rejected - ref_rejected)?;
+            let logits = ((&chosen_logratio - &rejected_logratio)? * dpo.beta)?;
+            let ls = dpo.label_smoothing;
+            let per_pair =
+                ((log_sigmoid(&logits)? * -(1.0 - ls))? + (log_sigmoid(&logits.neg()?)? * -ls)?)?;
+            let mut loss = (per_pair.sum_all()? / group_units as f64)?;
+            if dpo.nll_weight > 0.0 {
+                let chosen_tokens: usize =
+                    batch.iter().map(|&i| pairs[i].chosen.response_len()).sum();
+                let nll = (logp.narrow(0, 0, b)?.sum_all()?.neg()? / chosen_tokens.max(1) as f64)?;
+                loss = (loss + (nll * (dpo.nll_weight * b as f64 / group_units as f64))?)?;
+            }
+            let c = (chosen_logratio.detach() * dpo.beta)?
+                .to_dtype(candle_core::DType::F64)?
+                .to_vec1::<f64>()?;
+            let r = (rejected_logratio.detach() * dpo.beta)?
+                .to_dtype(candle_core::DType::F64)?
+                .to_vec1::<f64>()?;
+            let mut stats = DpoStats::default();
+            for (c, r) in c.iter().zip(&r) {
+                stats.chosen_reward += c;
+                stats.rejected_reward += r;
+                stats.margin += c - r;
+                stats.accuracy += f64::from(u8::from(c > r));
+            }
+            Ok(MicroBatch {
+                loss,
+                tokens: p.tokens_in_batch,
+                dpo: Some(stats),
+            })
+        },
+        &|batch| batch.len(),
+    )
 }
 
 /// One micro-batch's contribution. `loss` is already divided by the group's unit count
 /// (response tokens for SFT, pairs for DPO) so that the accumulated gradient is a mean.
 struct MicroBatch {
     loss: Tensor,
-    units: usize,
     tokens: usize,
     /// DPO statistics summed (not averaged) over the micro-batch's pairs.
     dpo: Option<DpoStats>,
@@ -283,7 +309,10 @@ fn run(
             let mut dpo: Option<DpoStats> = None;
             for batch in group {
                 let mb = micro(batch, group_units)?;
-                let loss_value = mb.loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+                let loss_value = mb
+                    .loss
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_scalar::<f64>()?;
                 if !loss_value.is_finite() {
                     bail!(
                         "loss is {loss_value} at step {} (epoch {epoch}): training stopped before \
@@ -293,7 +322,6 @@ fn run(
                 }
                 loss_sum += loss_value;
                 tokens += mb.tokens;
-                let _ = mb.units;
                 if let Some(s) = mb.dpo {
                     let acc = dpo.get_or_insert_with(DpoStats::default);
                     acc.chosen_reward += s.chosen_reward;
@@ -324,7 +352,13 @@ fn run(
             } else {
                 1.0
             };
-            let lr = learning_rate(params.schedule, params.learning_rate, warmup, step, total_steps);
+            let lr = learning_rate(
+                params.schedule,
+                params.learning_rate,
+                warmup,
+                step,
+                total_steps,
+            );
             optimizer.step(&grads, lr, scale)?;
             step += 1;
             let dpo = dpo.map(|s| {

@@ -29,24 +29,42 @@ fn tiny_config(tied: bool) -> LlamaConfig {
 
 fn random(rng: &mut ChaCha8Rng, shape: &[usize], scale: f64, offset: f64) -> Result<Tensor> {
     let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n).map(|_| offset + scale * rng.random_range(-1.0..1.0)).collect();
+    let v: Vec<f64> = (0..n)
+        .map(|_| offset + scale * rng.random_range(-1.0..1.0))
+        .collect();
     Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
 }
 
 fn random_weights(config: &LlamaConfig, seed: u64) -> Result<Weights> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (h, i, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
+    let (h, i, v) = (
+        config.hidden_size,
+        config.intermediate_size,
+        config.vocab_size,
+    );
     let kv = config.num_key_value_heads * config.head_dim();
     let mut t = BTreeMap::new();
-    t.insert("model.embed_tokens.weight".into(), random(&mut rng, &[v, h], 0.5, 0.0)?);
-    t.insert("model.norm.weight".into(), random(&mut rng, &[h], 0.2, 1.0)?);
+    t.insert(
+        "model.embed_tokens.weight".into(),
+        random(&mut rng, &[v, h], 0.5, 0.0)?,
+    );
+    t.insert(
+        "model.norm.weight".into(),
+        random(&mut rng, &[h], 0.2, 1.0)?,
+    );
     if !config.tie_word_embeddings {
-        t.insert("lm_head.weight".into(), random(&mut rng, &[v, h], 0.5, 0.0)?);
+        t.insert(
+            "lm_head.weight".into(),
+            random(&mut rng, &[v, h], 0.5, 0.0)?,
+        );
     }
     for l in 0..config.num_hidden_layers {
         let p = format!("model.layers.{l}");
         let mut put = |name: &str, shape: &[usize], scale: f64, offset: f64| -> Result<()> {
-            t.insert(format!("{p}.{name}"), random(&mut rng, shape, scale, offset)?);
+            t.insert(
+                format!("{p}.{name}"),
+                random(&mut rng, shape, scale, offset)?,
+            );
             Ok(())
         };
         put("input_layernorm.weight", &[h], 0.2, 1.0)?;
@@ -76,7 +94,27 @@ fn loss(model: &Llama, tokens: &Tensor, mask: &Tensor) -> Result<Tensor> {
     Ok((logp * mask)?.sum_all()?.neg()?)
 }
 
+/// The fused CPU kernels are switched process-wide; tests in this file take turns.
+static FUSED_SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Checks with the fused CPU kernels and with the composed ops.
 fn check(model: &Llama, kinds: &[&str]) -> Result<()> {
+    let _turn = FUSED_SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    for fused in [true, false] {
+        trainer::fused::set_enabled(fused);
+        let result = check_once(model, kinds);
+        trainer::fused::set_enabled(true);
+        result.map_err(|e| {
+            e.context(format!(
+                "fused kernels {}",
+                if fused { "on" } else { "off" }
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+fn check_once(model: &Llama, kinds: &[&str]) -> Result<()> {
     let dev = Device::Cpu;
     let tokens = Tensor::new(&[[1u32, 5, 7, 2, 9, 3], [4, 4, 10, 0, 6, 8]], &dev)?;
     let mask = Tensor::new(&[[0f64, 1., 1., 1., 1.], [1., 1., 0., 1., 1.]], &dev)?;
@@ -114,7 +152,11 @@ fn check(model: &Llama, kinds: &[&str]) -> Result<()> {
             }
         }
     }
-    assert_eq!(seen.len(), kinds.len(), "checked kinds {seen:?} of {kinds:?}");
+    assert_eq!(
+        seen.len(),
+        kinds.len(),
+        "checked kinds {seen:?} of {kinds:?}"
+    );
     Ok(())
 }
 
@@ -173,7 +215,11 @@ fn lora_gradients_match_finite_differences() -> Result<()> {
             .to_vec();
         model.set_trainable(name, &random(&mut rng, &shape, 0.3, 0.0)?)?;
     }
-    assert_eq!(names.len(), 2 * 7 * 2, "A and B for 7 projections in 2 layers");
+    assert_eq!(
+        names.len(),
+        2 * 7 * 2,
+        "A and B for 7 projections in 2 layers"
+    );
     check(
         &model,
         &[

@@ -22,7 +22,13 @@ fn logits_match_llama_cpp_on_smollm2() -> Result<()> {
     };
     let dir = tempfile::tempdir()?;
     let f32_gguf = dir.path().join("smollm2-f32.gguf");
-    export_gguf(source, &weights.config, &weights.tensors, GgufType::F32, &f32_gguf)?;
+    export_gguf(
+        source,
+        &weights.config,
+        &weights.tensors,
+        GgufType::F32,
+        &f32_gguf,
+    )?;
 
     let tokenizer = Tokenizer::load(&model)?;
     let prompt = Prompt::Chat(vec![ChatMessage {
@@ -54,7 +60,11 @@ fn logits_match_llama_cpp_on_smollm2() -> Result<()> {
                 .max_by(|a, b| a.1.total_cmp(b.1))
                 .map(|(i, _)| i)
         };
-        assert_eq!(argmax(&ours), argmax(expected), "argmax differs at position {pos}");
+        assert_eq!(
+            argmax(&ours),
+            argmax(expected),
+            "argmax differs at position {pos}"
+        );
     }
     eprintln!(
         "{} positions, largest |logit difference| {worst}",

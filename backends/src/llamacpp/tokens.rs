@@ -88,9 +88,11 @@ impl Tokenizer {
                     .ok_or_else(|| {
                         BackendError::Engine("chat template dropped the assistant turn".into())
                     })?;
-                ids.extend(to_ids(
-                    self.model.vocab().tokenize(closing.as_bytes(), false, true),
-                ));
+                ids.extend(to_ids(self.model.vocab().tokenize(
+                    closing.as_bytes(),
+                    false,
+                    true,
+                )));
             }
             Prompt::Text(_) => ids.push(self.model.vocab().eos().0 as u32),
         }

@@ -19,9 +19,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let job = job_of(&args)?;
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} (ETA {eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {pos}/{len} (ETA {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     let summary = trainer::job::run(&job, &mut |p| match p {
         Progress::Phase(what) => bar.set_message(what.to_string()),
@@ -56,6 +58,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
         println!(
             "after training: chosen reward {:.4}, rejected reward {:.4}, margin {:.4}, accuracy {:.3}",
             d.chosen_reward, d.rejected_reward, d.margin, d.accuracy
+        );
+    }
+    if let (Some(before), Some(after)) = (summary.eval_loss_before, summary.eval_loss_after) {
+        println!("held-out loss: {before:.4} -> {after:.4}");
+    }
+    if let (Some(b), Some(a)) = (&summary.eval_dpo_before, &summary.eval_dpo_after) {
+        println!(
+            "held-out margin: {:.4} -> {:.4}, accuracy {:.3} -> {:.3}",
+            b.margin, a.margin, b.accuracy, a.accuracy
         );
     }
     for output in &summary.outputs {
@@ -107,6 +118,7 @@ fn job_of(args: &TrainArgs) -> Result<TrainJob> {
     Ok(TrainJob {
         method,
         data: args.data.clone(),
+        eval_data: args.eval_data.clone(),
         model,
         reference: args.reference.clone(),
         tokenizer: args.tokenizer.clone(),

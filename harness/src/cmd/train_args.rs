@@ -30,6 +30,10 @@ pub struct TrainArgs {
     /// Training data, JSON Lines in TRL's formats (see the README).
     #[arg(long, value_name = "FILE.jsonl")]
     pub data: PathBuf,
+    /// Held-out records in the same format: their loss (SFT) or DPO rewards and margin are
+    /// measured before and after training and written to train_summary.json.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub eval_data: Option<PathBuf>,
     /// Model to train: a .gguf (quantised tensors are dequantised) or a Hugging Face folder
     /// (config.json + *.safetensors). Default: SmolLM2-135M-Instruct, fetched on first use.
     #[arg(long, value_name = "BASE")]

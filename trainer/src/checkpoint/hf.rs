@@ -24,8 +24,8 @@ pub(super) fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Weights>
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path)
         .with_context(|| format!("reading {}", config_path.display()))?;
-    let config = LlamaConfig::from_hf_json(&text)
-        .with_context(|| format!("{}", config_path.display()))?;
+    let config =
+        LlamaConfig::from_hf_json(&text).with_context(|| format!("{}", config_path.display()))?;
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("listing {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
