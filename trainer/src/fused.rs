@@ -465,3 +465,340 @@ impl CustomOp2 for Linear {
         Ok((dx, dw))
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Rotary embedding (halves layout)
+
+/// Rotary embedding of `x` `[b, h, t, d]` with tables `cos`/`sin` `[t, d/2]`: dimension `i`
+/// pairs with `i + d/2`. One pass forward; the backward is the inverse rotation.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let to_f64 = |t: &Tensor| -> Result<Vec<f64>> {
+        t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
+    };
+    x.contiguous()?.apply_op1(Rope {
+        cos: to_f64(cos)?,
+        sin: to_f64(sin)?,
+        inverse: false,
+    })
+}
+
+struct Rope {
+    /// `[t, d/2]`, row-major.
+    cos: Vec<f64>,
+    sin: Vec<f64>,
+    /// Rotate by minus the angle (the backward pass).
+    inverse: bool,
+}
+
+fn rope_apply<T: Float + Send + Sync>(
+    x: &[T],
+    cos: &[f64],
+    sin: &[f64],
+    t: usize,
+    d: usize,
+    inverse: bool,
+) -> Vec<T> {
+    let half = d / 2;
+    let mut out = vec![T::zero(); x.len()];
+    out.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .enumerate()
+        .for_each(|(r, (out, row))| {
+            let pos = r % t;
+            for i in 0..half {
+                let c = T::from(cos[pos * half + i]).unwrap_or_else(T::zero);
+                let mut s = T::from(sin[pos * half + i]).unwrap_or_else(T::zero);
+                if inverse {
+                    s = -s;
+                }
+                let (a, b) = (row[i], row[i + half]);
+                out[i] = a * c - b * s;
+                out[i + half] = b * c + a * s;
+            }
+        });
+    out
+}
+
+impl CustomOp1 for Rope {
+    fn name(&self) -> &'static str {
+        "rope"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (_, _, t, d) = layout.shape().dims4()?;
+        if self.cos.len() < t * d / 2 || d % 2 != 0 {
+            candle_core::bail!("rope: tables do not cover {t} positions of dimension {d}");
+        }
+        let out = match storage {
+            CpuStorage::F32(v) => CpuStorage::F32(rope_apply(
+                slice(v, layout)?,
+                &self.cos,
+                &self.sin,
+                t,
+                d,
+                self.inverse,
+            )),
+            CpuStorage::F64(v) => CpuStorage::F64(rope_apply(
+                slice(v, layout)?,
+                &self.cos,
+                &self.sin,
+                t,
+                d,
+                self.inverse,
+            )),
+            _ => candle_core::bail!("rope: f32 or f64 only"),
+        };
+        Ok((out, layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let inverse = Rope {
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
+            inverse: !self.inverse,
+        };
+        Ok(Some(
+            grad_res.detach().contiguous()?.apply_op1_no_bwd(&inverse)?,
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Output projection and log-probability of the target, fused
+
+/// `log_softmax(hidden W^T)[i, targets[i]]` for `hidden` `[n, h]` and the output weight `W`
+/// `[vocab, h]`, without the logits ever becoming a graph node: the forward keeps them, the
+/// backward turns them in place into their gradient and multiplies it out. Composed, the
+/// logits cost a 200 MB gradient, a 200 MB zero tensor to add it to, and a copy per step
+/// for SmolLM2 at 1024 tokens.
+pub fn output_logprobs(hidden: &Tensor, weight: &Tensor, targets: Vec<u32>) -> Result<Tensor> {
+    hidden.contiguous()?.apply_op2(
+        &weight.contiguous()?,
+        OutputLogprob {
+            targets,
+            logits: std::sync::Mutex::new(None),
+        },
+    )
+}
+
+struct OutputLogprob {
+    targets: Vec<u32>,
+    /// The forward's logits `[n, vocab]`, taken by the backward.
+    logits: std::sync::Mutex<Option<CpuStorage>>,
+}
+
+/// `dst[m, n] = lhs[m, k] * rhs[k, n]` (plain row-major product), or with `lhs` read
+/// transposed: `lhs` stored `[k, m]`.
+fn gemm_nn<T: 'static + Float>(
+    lhs: &[T],
+    rhs: &[T],
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs_transposed: bool,
+) -> Vec<T> {
+    let mut dst = vec![T::zero(); m * n];
+    if m == 0 || n == 0 || k == 0 {
+        return dst;
+    }
+    let (lhs_cs, lhs_rs) = if lhs_transposed {
+        (m as isize, 1)
+    } else {
+        (1, k as isize)
+    };
+    // SAFETY: lhs holds m*k, rhs k*n and dst m*n elements, matching the strides.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_cs,
+            lhs_rs,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            T::zero(),
+            T::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        );
+    }
+    dst
+}
+
+/// Forward: logits, then each row's log-probability of its target.
+fn output_fwd<T: 'static + Float + Send + Sync>(
+    h: &[T],
+    w: &[T],
+    n: usize,
+    vocab: usize,
+    hidden: usize,
+    targets: &[u32],
+) -> (Vec<T>, Vec<T>) {
+    let logits = gemm_nt(h, w, n, vocab, hidden);
+    let logp = target_logprob_fwd(&logits, vocab, targets);
+    (logits, logp)
+}
+
+/// Backward: `dlogits = g (onehot - softmax)` in place, then `dh = dlogits W`,
+/// `dW = dlogits^T h`.
+#[allow(clippy::too_many_arguments)]
+fn output_bwd<T: 'static + Float + Send + Sync>(
+    mut logits: Vec<T>,
+    h: &[T],
+    w: &[T],
+    g: &[T],
+    targets: &[u32],
+    n: usize,
+    vocab: usize,
+    hidden: usize,
+    want_dw: bool,
+) -> (Vec<T>, Option<Vec<T>>) {
+    logits
+        .par_chunks_mut(vocab)
+        .zip(targets.par_iter().zip(g.par_iter()))
+        .for_each(|(row, (&t, &g))| {
+            let lse = row_logsumexp(row);
+            for x in row.iter_mut() {
+                *x = -g * (*x - lse).exp();
+            }
+            row[t as usize] = row[t as usize] + g;
+        });
+    let dh = gemm_nn(&logits, w, n, hidden, vocab, false);
+    let dw = want_dw.then(|| gemm_nn(&logits, h, vocab, hidden, n, true));
+    (dh, dw)
+}
+
+impl CustomOp2 for OutputLogprob {
+    fn name(&self) -> &'static str {
+        "output-logprob"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, hidden) = l1.shape().dims2()?;
+        let (vocab, hidden2) = l2.shape().dims2()?;
+        if hidden != hidden2
+            || n != self.targets.len()
+            || self.targets.iter().any(|&t| t as usize >= vocab)
+        {
+            candle_core::bail!("output-logprob: shapes or targets do not match");
+        }
+        let (logits, logp) = match (s1, s2) {
+            (CpuStorage::F32(h), CpuStorage::F32(w)) => {
+                let (l, p) = output_fwd(
+                    slice(h, l1)?,
+                    slice(w, l2)?,
+                    n,
+                    vocab,
+                    hidden,
+                    &self.targets,
+                );
+                (CpuStorage::F32(l), CpuStorage::F32(p))
+            }
+            (CpuStorage::F64(h), CpuStorage::F64(w)) => {
+                let (l, p) = output_fwd(
+                    slice(h, l1)?,
+                    slice(w, l2)?,
+                    n,
+                    vocab,
+                    hidden,
+                    &self.targets,
+                );
+                (CpuStorage::F64(l), CpuStorage::F64(p))
+            }
+            _ => candle_core::bail!("output-logprob: f32 or f64 only"),
+        };
+        *self.logits.lock().expect("logits lock") = Some(logits);
+        Ok((logp, Shape::from(n)))
+    }
+
+    fn bwd(
+        &self,
+        h: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, hidden) = h.dims2()?;
+        let vocab = w.dim(0)?;
+        let want_dw = w.track_op();
+        let saved = self.logits.lock().expect("logits lock").take();
+        let grad = grad_res.contiguous()?;
+        let (hs, hl) = h.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        let (gs, gl) = grad.storage_and_layout();
+        let (dh, dw) = match (&*hs, &*ws, &*gs, saved) {
+            (
+                Storage::Cpu(CpuStorage::F32(hv)),
+                Storage::Cpu(CpuStorage::F32(wv)),
+                Storage::Cpu(CpuStorage::F32(gv)),
+                saved,
+            ) => {
+                let (hv, wv) = (slice(hv, hl)?, slice(wv, wl)?);
+                let logits = match saved {
+                    Some(CpuStorage::F32(l)) => l,
+                    _ => gemm_nt(hv, wv, n, vocab, hidden),
+                };
+                let (dh, dw) = output_bwd(
+                    logits,
+                    hv,
+                    wv,
+                    slice(gv, gl)?,
+                    &self.targets,
+                    n,
+                    vocab,
+                    hidden,
+                    want_dw,
+                );
+                (
+                    Tensor::from_vec(dh, h.shape(), h.device())?,
+                    dw.map(|dw| Tensor::from_vec(dw, w.shape(), w.device()))
+                        .transpose()?,
+                )
+            }
+            (
+                Storage::Cpu(CpuStorage::F64(hv)),
+                Storage::Cpu(CpuStorage::F64(wv)),
+                Storage::Cpu(CpuStorage::F64(gv)),
+                saved,
+            ) => {
+                let (hv, wv) = (slice(hv, hl)?, slice(wv, wl)?);
+                let logits = match saved {
+                    Some(CpuStorage::F64(l)) => l,
+                    _ => gemm_nt(hv, wv, n, vocab, hidden),
+                };
+                let (dh, dw) = output_bwd(
+                    logits,
+                    hv,
+                    wv,
+                    slice(gv, gl)?,
+                    &self.targets,
+                    n,
+                    vocab,
+                    hidden,
+                    want_dw,
+                );
+                (
+                    Tensor::from_vec(dh, h.shape(), h.device())?,
+                    dw.map(|dw| Tensor::from_vec(dw, w.shape(), w.device()))
+                        .transpose()?,
+                )
+            }
+            _ => candle_core::bail!("output-logprob backward: f32 or f64 CPU tensors only"),
+        };
+        Ok((h.track_op().then_some(dh), dw))
+    }
+}

@@ -308,7 +308,12 @@ impl Llama {
             .narrow(1, 1, t - 1)?
             .flatten_all()?
             .index_select(&index, 0)?;
-        let picked = ops::target_logprobs(&self.logits(&selected)?, &targets)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        let picked = if crate::fused::applies(&selected) {
+            crate::fused::output_logprobs(&selected, head, targets.to_vec1::<u32>()?)?
+        } else {
+            ops::target_logprobs(&self.logits(&selected)?, &targets)?
+        };
         // Scatter the picked values back to their positions (zeros elsewhere).
         let zeros = Tensor::zeros(rows, self.dtype(), self.device())?;
         let full = zeros.index_add(&index, &picked, 0)?;

@@ -57,6 +57,9 @@ pub fn rotary_tables(
 /// Rotary embedding in the Hugging Face "halves" layout: dimension `i` pairs with `i + d/2`.
 /// `x` is `[batch, heads, seq, head_dim]`, `cos`/`sin` `[seq, head_dim / 2]`.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if crate::fused::applies(x) {
+        return crate::fused::rope(x, cos, sin);
+    }
     let half = x.dim(D::Minus1)? / 2;
     let x1 = x.narrow(D::Minus1, 0, half)?;
     let x2 = x.narrow(D::Minus1, half, half)?;
