@@ -16,7 +16,7 @@ fn help(args: &[&str]) -> String {
 #[test]
 fn every_subcommand_and_flag_is_explained() {
     let top = help(&[]);
-    for sub in ["prompt", "grade", "tasks"] {
+    for sub in ["prompt", "grade", "tasks", "bench", "train"] {
         assert!(top.contains(sub), "{top}");
     }
     for (sub, flags) in [
@@ -45,6 +45,39 @@ fn every_subcommand_and_flag_is_explained() {
                 "--template",
                 "--style",
                 "--json",
+            ][..],
+        ),
+        (
+            "train",
+            &[
+                "--method",
+                "--data",
+                "--eval-data",
+                "--model",
+                "--ref",
+                "--tokenizer",
+                "--out",
+                "--full",
+                "--lora-rank",
+                "--lora-alpha",
+                "--lora-dropout",
+                "--lora-targets",
+                "--lr",
+                "--epochs",
+                "--batch-size",
+                "--grad-accum",
+                "--warmup-ratio",
+                "--schedule",
+                "--max-grad-norm",
+                "--weight-decay",
+                "--seed",
+                "--max-len",
+                "--beta",
+                "--label-smoothing",
+                "--nll-weight",
+                "--gguf-type",
+                "--export-hf",
+                "--threads",
             ][..],
         ),
     ] {

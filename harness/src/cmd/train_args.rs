@@ -24,7 +24,7 @@ pub enum ExportType {
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Training objective.
+    /// Training objective: sft or dpo.
     #[arg(long, value_enum)]
     pub method: TrainMethod,
     /// Training data, JSON Lines in TRL's formats (see the README).
@@ -52,7 +52,7 @@ pub struct TrainArgs {
     /// Train every weight instead of LoRA adapters.
     #[arg(long, conflicts_with = "lora_rank")]
     pub full: bool,
-    /// LoRA rank.
+    /// LoRA rank r (the width of the low-rank update).
     #[arg(long, default_value_t = 16)]
     pub lora_rank: usize,
     /// LoRA alpha (the update is scaled by alpha / rank).
