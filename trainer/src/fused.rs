@@ -1,9 +1,10 @@
-//! Fused CPU kernels with their backward passes, for the three places where composed candle
-//! ops spent most of a training step outside matrix products: the output log-softmax over
-//! the vocabulary (`[tokens, 49152]` for SmolLM2: six passes and several 200 MB temporaries
-//! composed, two passes fused), the attention softmax with its causal mask, and RMSNorm.
-//! Each is one parallel pass over rows forward and one backward. Other devices and dtypes
-//! fall back to the composed ops in [`crate::ops`]. The gradient check covers both paths.
+//! Fused CPU kernels with their backward passes, where composed candle ops spent most of a
+//! training step outside matrix products: the output projection with each row's target
+//! log-probability (the `[tokens, 49152]` logits of SmolLM2 never become a graph node), the
+//! attention softmax with its causal mask, RMSNorm, the rotary embedding, and a projection
+//! whose backward skips frozen weights. Each is one parallel pass over rows forward and one
+//! backward. Other devices and dtypes fall back to the composed ops in [`crate::ops`]. The
+//! gradient check covers both paths.
 
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor,
@@ -35,16 +36,7 @@ fn slice<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
 }
 
 // ---------------------------------------------------------------------------------------
-// log p(target) of each row
-
-/// `log_softmax(logits)[i, targets[i]]` for logits `[n, vocab]`.
-pub fn target_logprobs(logits: &Tensor, targets: Vec<u32>) -> Result<Tensor> {
-    logits.contiguous()?.apply_op1(TargetLogprob { targets })
-}
-
-struct TargetLogprob {
-    targets: Vec<u32>,
-}
+// log p(target) of each row, shared by the output projection below
 
 fn row_logsumexp<T: Float>(row: &[T]) -> T {
     let max = row.iter().copied().fold(T::neg_infinity(), T::max);
@@ -62,81 +54,6 @@ fn target_logprob_fwd<T: Float + Send + Sync>(
         .zip(targets.par_iter())
         .map(|(row, &t)| row[t as usize] - row_logsumexp(row))
         .collect()
-}
-
-fn target_logprob_bwd<T: Float + Send + Sync>(
-    logits: &[T],
-    vocab: usize,
-    targets: &[u32],
-    grad: &[T],
-) -> Vec<T> {
-    let mut out = vec![T::zero(); logits.len()];
-    out.par_chunks_mut(vocab)
-        .zip(logits.par_chunks(vocab))
-        .zip(targets.par_iter().zip(grad.par_iter()))
-        .for_each(|((out, row), (&t, &g))| {
-            if g == T::zero() {
-                return;
-            }
-            let lse = row_logsumexp(row);
-            for (o, &x) in out.iter_mut().zip(row) {
-                *o = -g * (x - lse).exp();
-            }
-            out[t as usize] = out[t as usize] + g;
-        });
-    out
-}
-
-impl CustomOp1 for TargetLogprob {
-    fn name(&self) -> &'static str {
-        "target-logprob"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, vocab) = layout.shape().dims2()?;
-        if n != self.targets.len() || self.targets.iter().any(|&t| t as usize >= vocab) {
-            candle_core::bail!("target-logprob: targets do not match the logits");
-        }
-        let out = match storage {
-            CpuStorage::F32(v) => {
-                CpuStorage::F32(target_logprob_fwd(slice(v, layout)?, vocab, &self.targets))
-            }
-            CpuStorage::F64(v) => {
-                CpuStorage::F64(target_logprob_fwd(slice(v, layout)?, vocab, &self.targets))
-            }
-            _ => candle_core::bail!("target-logprob: f32 or f64 only"),
-        };
-        Ok((out, Shape::from(n)))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let (_, vocab) = arg.dims2()?;
-        let grad = grad_res.contiguous()?;
-        let grad_storage = grad.storage_and_layout();
-        let (xs, xl) = arg.storage_and_layout();
-        let out = match (&*xs, &*grad_storage.0) {
-            (Storage::Cpu(CpuStorage::F32(x)), Storage::Cpu(CpuStorage::F32(g))) => {
-                let x = slice(x, xl)?;
-                let g = slice(g, grad_storage.1)?;
-                Tensor::from_vec(
-                    target_logprob_bwd(x, vocab, &self.targets, g),
-                    arg.shape(),
-                    arg.device(),
-                )?
-            }
-            (Storage::Cpu(CpuStorage::F64(x)), Storage::Cpu(CpuStorage::F64(g))) => {
-                let x = slice(x, xl)?;
-                let g = slice(g, grad_storage.1)?;
-                Tensor::from_vec(
-                    target_logprob_bwd(x, vocab, &self.targets, g),
-                    arg.shape(),
-                    arg.device(),
-                )?
-            }
-            _ => candle_core::bail!("target-logprob backward: f32 or f64 CPU tensors only"),
-        };
-        Ok(Some(out))
-    }
 }
 
 // ---------------------------------------------------------------------------------------

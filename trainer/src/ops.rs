@@ -92,10 +92,8 @@ pub fn causal_softmax(scores: &Tensor) -> Result<Tensor> {
 }
 
 /// `log_softmax(logits)[i, targets[i]]` for logits `[n, vocab]`.
+/// (The model uses `fused::output_logprobs` instead where the fused kernels apply.)
 pub fn target_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    if crate::fused::applies(logits) {
-        return crate::fused::target_logprobs(logits, targets.to_vec1::<u32>()?);
-    }
     log_softmax_last(logits)?
         .gather(&targets.unsqueeze(1)?, D::Minus1)?
         .squeeze(1)
