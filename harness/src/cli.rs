@@ -28,8 +28,50 @@ pub enum Command {
     /// Fine-tune a model on graded samples (SFT or DPO) and write the next round's
     /// checkpoint (GGUF for llama.cpp, PEFT adapter and safetensors for vLLM).
     Train(Box<crate::cmd::train_args::TrainArgs>),
-    /// Fetch the default model into the cache (done automatically on first use).
-    Fetch,
+    /// Recompute every metric of a run directory from its sample files and rewrite its
+    /// CSV reports and plots.
+    Report(ReportArgs),
+    /// Put runs side by side: one CSV and one plot per metric, greedy agreement with the
+    /// first run, sampling throughput, and a table.
+    Compare(CompareArgs),
+    /// Fetch the default model into the cache (done automatically on first use) and print
+    /// its path.
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Fetch the SentenceBERT encoder (all-MiniLM-L6-v2) instead and print its folder.
+    #[arg(long)]
+    pub sentence_encoder: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run directory (as written by `harness bench`: manifest.json, samples/*.jsonl).
+    pub run_dir: PathBuf,
+    /// Grade every response again (with this build's graders) and rewrite the sample files
+    /// before measuring.
+    #[arg(long)]
+    pub regrade: bool,
+    /// Skip SentenceBERT diversity (no encoder fetch, no embedding time).
+    #[arg(long)]
+    pub no_semantic: bool,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Run directories, each with a metrics.csv (from `harness bench` or `harness report`);
+    /// greedy agreement is measured against the first.
+    #[arg(required = true, num_args = 2..)]
+    pub runs: Vec<PathBuf>,
+    /// Where the comparison's CSVs and plots go (default: runs/compare-<unix time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// Where task data comes from.
@@ -185,6 +227,9 @@ pub struct BenchArgs {
     /// (default: runs/bench-<unix time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Skip SentenceBERT diversity in the reports (no encoder fetch, no embedding time).
+    #[arg(long)]
+    pub no_semantic: bool,
     #[command(flatten)]
     pub llamacpp: LlamaCppArgs,
     #[command(flatten)]

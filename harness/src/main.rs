@@ -5,6 +5,7 @@
 mod cli;
 mod cmd;
 mod progress;
+mod reports;
 mod run_dir;
 mod summary;
 
@@ -24,9 +25,9 @@ fn main() -> std::process::ExitCode {
         cli::Command::Tasks(args) => cmd::tasks::run(args),
         cli::Command::Bench(args) => cmd::bench::run(*args),
         cli::Command::Train(args) => cmd::train::run(*args),
-        cli::Command::Fetch => backends::models::ensure(&backends::models::SMOLLM2_135M)
-            .map(|path| println!("{}", path.display()))
-            .map_err(Into::into),
+        cli::Command::Report(args) => cmd::report::run(args),
+        cli::Command::Compare(args) => cmd::compare::run(args),
+        cli::Command::Fetch(args) => fetch(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -35,4 +36,17 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `harness fetch`: prints the cached path of the default model or the sentence encoder.
+fn fetch(args: &cli::FetchArgs) -> anyhow::Result<()> {
+    use backends::models;
+    let path = if args.sentence_encoder {
+        let files = models::ensure_all(&models::ALL_MINILM_L6_V2)?;
+        files[0].parent().map(|p| p.to_path_buf()).unwrap_or_default()
+    } else {
+        models::ensure(&models::SMOLLM2_135M)?
+    };
+    println!("{}", path.display());
+    Ok(())
 }

@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::cli::{BackendKind, BenchArgs, Style};
 use crate::cmd::grade::sandbox_config;
 use crate::progress;
+use crate::reports::{ReportOptions, report_run};
 use crate::run_dir::{RunDir, done_keys};
 use crate::summary::{TaskSummary, print_table, write_csv};
 
@@ -180,6 +181,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
     });
     write_csv(&run.root().join("summary.csv"), &summaries, &context)?;
     print_table(&summaries, &context);
+    let options = ReportOptions {
+        regrade: false,
+        semantic: !args.no_semantic,
+        sandbox: &args.sandbox,
+        data: &args.data,
+    };
+    report_run(run.root(), &options)?;
+    eprintln!(
+        "reports: {}/{{metrics,rounds,improvement_set,coverage}}.csv and plots",
+        run.root().display()
+    );
     Ok(())
 }
 

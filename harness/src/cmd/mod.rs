@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod compare;
 pub mod grade;
 pub mod prompt;
+pub mod report;
 pub mod tasks;
 pub mod train;
 pub mod train_args;

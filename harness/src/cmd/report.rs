@@ -1,0 +1,25 @@
+//! `harness report RUN_DIR`: recomputes every metric of a run from its sample files and
+//! rewrites metrics.csv, rounds.csv, improvement_set.csv, coverage.csv and the plots.
+
+use anyhow::Result;
+
+use crate::cli::ReportArgs;
+use crate::reports::{ReportOptions, report_run};
+
+pub fn run(args: ReportArgs) -> Result<()> {
+    let options = ReportOptions {
+        regrade: args.regrade,
+        semantic: !args.no_semantic,
+        sandbox: &args.sandbox,
+        data: &args.data,
+    };
+    let measures = report_run(&args.run_dir, &options)?;
+    println!(
+        "{}: {} metric values, {} coverage rows, {} improvement-set rows; wrote metrics.csv, rounds.csv, improvement_set.csv, coverage.csv and plots",
+        args.run_dir.display(),
+        measures.metrics.len(),
+        measures.coverage.len(),
+        measures.improvement.len()
+    );
+    Ok(())
+}

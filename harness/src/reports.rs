@@ -1,0 +1,230 @@
+//! Reports of a run directory: reads its sample files (re-grading them when asked), looks
+//! up each problem's groups, hands everything to `results`, and writes the CSVs and plots
+//! next to the samples. `harness bench` and `harness report` both end here, so a report
+//! recomputed later is the same as the one the run wrote.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use benchmarks::{Grader, GraderKind, Problem, Sample, Sandbox};
+use results::{Embedder, ProblemGroups, RunInfo, SampleSet, SentenceEncoder};
+use serde_json::Value;
+
+use crate::cli::{DataArgs, SandboxArgs};
+use crate::cmd::grade::sandbox_config;
+use crate::progress;
+
+/// How to report.
+pub struct ReportOptions<'a> {
+    /// Grade every response again before measuring.
+    pub regrade: bool,
+    /// Compute SentenceBERT diversity (fetches the encoder on first use).
+    pub semantic: bool,
+    pub sandbox: &'a SandboxArgs,
+    pub data: &'a DataArgs,
+}
+
+/// The sample files of a run directory, in name order.
+pub fn sample_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let samples = dir.join("samples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&samples)
+        .with_context(|| format!("{}: not a run directory (no samples/)", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The run's manifest, or null when it has none (sample files from another tool).
+pub fn manifest(dir: &Path) -> Result<Value> {
+    let path = dir.join("manifest.json");
+    if !path.exists() {
+        return Ok(Value::Null);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))
+}
+
+/// Recomputes every metric of a run directory and rewrites its CSVs and plots; returns the
+/// measures.
+pub fn report_run(dir: &Path, options: &ReportOptions) -> Result<results::Measures> {
+    let manifest = manifest(dir)?;
+    let settings = &manifest["settings"];
+    let arith_seed = settings["arith_seed"].as_u64().unwrap_or(options.data.seed);
+    let source = options.data.source();
+    let mut files: Vec<(PathBuf, Vec<Sample>)> = Vec::new();
+    for path in sample_files(dir)? {
+        let samples = benchmarks::read_samples(&path)?;
+        files.push((path, samples));
+    }
+    if options.regrade {
+        regrade(&mut files, options, &source, arith_seed)?;
+    }
+
+    // Sets in order of first appearance; a sample without a task takes its file's name.
+    let mut keys: Vec<(String, String, u32)> = Vec::new();
+    let mut members: HashMap<(String, String, u32), Vec<Sample>> = HashMap::new();
+    for (path, samples) in &files {
+        let file_task = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
+        for s in samples {
+            let task = if s.task.is_empty() { file_task.clone() } else { s.task.clone() };
+            let key = (task, s.split.clone(), s.round);
+            if !members.contains_key(&key) {
+                keys.push(key.clone());
+            }
+            members.entry(key).or_default().push(s.clone());
+        }
+    }
+    let mut groups: HashMap<(String, String), HashMap<String, ProblemGroups>> = HashMap::new();
+    for (task, split, _) in &keys {
+        if groups.contains_key(&(task.clone(), split.clone())) {
+            continue;
+        }
+        // A task this build does not know (or a foreign split) still gets every metric
+        // except the per-group ones.
+        let map = benchmarks::task(task)
+            .and_then(|t| t.load(split, &source, arith_seed))
+            .map(|problems| {
+                problems
+                    .into_iter()
+                    .map(|p| {
+                        let g = ProblemGroups {
+                            level: p.meta.level,
+                            subject: p.meta.subject,
+                        };
+                        (p.id, g)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        groups.insert((task.clone(), split.clone()), map);
+    }
+    let sets: Vec<SampleSet> = keys
+        .iter()
+        .map(|key| SampleSet {
+            task: key.0.clone(),
+            split: key.1.clone(),
+            round: key.2,
+            samples: &members[key],
+            groups: &groups[&(key.0.clone(), key.1.clone())],
+        })
+        .collect();
+
+    let mut encoder = match options.semantic {
+        true => Some(ProgressEmbedder::new(load_encoder()?)),
+        false => None,
+    };
+    let measures = results::measure(&sets, encoder.as_mut().map(|e| e as &mut dyn Embedder))?;
+    let first = members.values().flatten().next();
+    let info = RunInfo {
+        run: dir
+            .canonicalize()
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().to_string()),
+        backend: text_or(&settings["backend"], first.map(|s| s.backend.as_str())),
+        model: text_or(&settings["model"], first.map(|s| s.model.as_str())),
+        method: text_or(&settings["method"], Some(manifest["command"].as_str().unwrap_or("bench"))),
+    };
+    results::write_reports(dir, &info, &measures)?;
+    results::plot_run(dir, &measures)?;
+    Ok(measures)
+}
+
+fn text_or(value: &Value, fallback: Option<&str>) -> String {
+    value
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| fallback.unwrap_or_default().to_string())
+}
+
+/// The SentenceBERT encoder, fetched into the model cache on first use.
+pub fn load_encoder() -> Result<SentenceEncoder> {
+    let files = backends::models::ensure_all(&backends::models::ALL_MINILM_L6_V2)?;
+    let dir = files[0].parent().context("model cache path")?;
+    SentenceEncoder::load(dir)
+}
+
+/// Grades every sample again and rewrites the sample files.
+fn regrade(
+    files: &mut [(PathBuf, Vec<Sample>)],
+    options: &ReportOptions,
+    source: &benchmarks::DataSource,
+    arith_seed: u64,
+) -> Result<()> {
+    let needs_sandbox = files.iter().flat_map(|(_, s)| s).any(|s| {
+        benchmarks::task(&s.task).is_ok_and(|t| t.grader == GraderKind::Code)
+    });
+    let sandbox = match needs_sandbox {
+        true => Some(Sandbox::new(sandbox_config(options.sandbox))?),
+        false => None,
+    };
+    for (path, samples) in files.iter_mut() {
+        let mut problems: HashMap<(String, String), HashMap<String, Problem>> = HashMap::new();
+        for s in samples.iter() {
+            let key = (s.task.clone(), s.split.clone());
+            if !problems.contains_key(&key) {
+                let task = benchmarks::task(&s.task)
+                    .with_context(|| format!("{}: cannot regrade", path.display()))?;
+                let loaded = task.load(&s.split, source, arith_seed)?;
+                problems.insert(key.clone(), loaded.into_iter().map(|p| (p.id.clone(), p)).collect());
+            }
+        }
+        let mut items: Vec<(&Problem, &str)> = Vec::new();
+        let mut graders: Vec<GraderKind> = Vec::new();
+        for s in samples.iter() {
+            let problem = problems[&(s.task.clone(), s.split.clone())]
+                .get(&s.problem_id)
+                .with_context(|| {
+                    format!("{}: problem {} is not in {} {}", path.display(), s.problem_id, s.task, s.split)
+                })?;
+            items.push((problem, s.response.as_str()));
+            graders.push(benchmarks::task(&s.task)?.grader);
+        }
+        let bar = progress::bar(items.len(), &format!("regrading {}", path.display()));
+        let mut verdicts = Vec::with_capacity(items.len());
+        // Consecutive samples of one grader kind are graded together.
+        let mut start = 0;
+        while start < items.len() {
+            let kind = graders[start];
+            let end = (start..items.len()).find(|&i| graders[i] != kind).unwrap_or(items.len());
+            let grader = Grader::new(kind, sandbox.as_ref())?;
+            verdicts.extend(grader.grade_all(&items[start..end], &|| bar.inc(1)));
+            start = end;
+        }
+        bar.finish_and_clear();
+        for (sample, verdict) in samples.iter_mut().zip(verdicts) {
+            sample.set_verdict(verdict);
+        }
+        benchmarks::write_samples(path, samples)?;
+    }
+    Ok(())
+}
+
+/// Embeds in chunks behind a progress bar.
+struct ProgressEmbedder {
+    encoder: SentenceEncoder,
+}
+
+impl ProgressEmbedder {
+    fn new(encoder: SentenceEncoder) -> Self {
+        ProgressEmbedder { encoder }
+    }
+}
+
+impl Embedder for ProgressEmbedder {
+    fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let bar = progress::bar(texts.len(), "embedding responses");
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(256) {
+            out.extend(self.encoder.encode(chunk)?);
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(out)
+    }
+}

@@ -1,0 +1,427 @@
+//! Every metric of SPEC.md for a run: one [`SampleSet`] per (task, split, round) in, metric
+//! rows out. Per set: greedy pass@1 and pass@k (overall and per MATH level / subject),
+//! coverage, diversity over correct and incorrect responses separately, group disparity and
+//! response lengths; across sets: the improvement set of each round against round 1.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::{Result, bail};
+use benchmarks::Sample;
+use serde::Serialize;
+
+use crate::diversity::{distinct_equations, distinct_n};
+use crate::pass_at_k::{pass_at_k, pass_at_k_levels};
+use crate::rounds::{coverage, improvement_set};
+use crate::semantic::{Embedder, semantic_diversity};
+
+/// Tasks whose responses carry equations (GSM8K-shaped answers with `<<a*b=c>>`), so
+/// Distinct Equations is reported for them.
+pub const EQUATION_TASKS: &[&str] = &["gsm8k", "svamp", "arith"];
+
+/// The groups a problem belongs to (SPEC.md: MATH level and subject; arith's step count is
+/// its level).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProblemGroups {
+    pub level: Option<u8>,
+    pub subject: Option<String>,
+}
+
+/// The graded samples of one task split in one round.
+pub struct SampleSet<'a> {
+    pub task: String,
+    pub split: String,
+    pub round: u32,
+    pub samples: &'a [Sample],
+    /// Problem id -> groups; problems missing here belong to no group.
+    pub groups: &'a HashMap<String, ProblemGroups>,
+}
+
+/// One value in long form. `subset` is `all`, `correct`/`incorrect` (diversity),
+/// `greedy`/`sampled` (lengths), `level=N` or `subject=S` (groups). `value` is None when
+/// the metric is undefined on this set (say, diversity of correct responses when no
+/// question has two); `n_problems` is how many problems the value averages over.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricRow {
+    pub task: String,
+    pub split: String,
+    pub round: u32,
+    pub metric: String,
+    pub subset: String,
+    pub k: Option<u64>,
+    pub value: Option<f64>,
+    pub n_problems: usize,
+}
+
+impl MetricRow {
+    /// The column this value gets in the wide form: the metric with its k filled in and a
+    /// non-`all` subset in brackets (`pass@4`, `distinct_n[correct]`,
+    /// `greedy_pass@1[level=3]`).
+    pub fn column(&self) -> String {
+        let mut name = match self.k {
+            Some(k) => self.metric.replace("@k", &format!("@{k}")),
+            None => self.metric.clone(),
+        };
+        if self.subset != "all" {
+            name.push_str(&format!("[{}]", self.subset));
+        }
+        name
+    }
+}
+
+/// Correct answer coverage of one set (SPEC.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CoverageRow {
+    pub task: String,
+    pub split: String,
+    pub round: u32,
+    pub questions: usize,
+    pub samples: usize,
+    pub correct: usize,
+    pub pooled: f64,
+    pub per_question_mean: f64,
+}
+
+/// Round 1's pass@k on the improvement set of round t.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImprovementRow {
+    pub task: String,
+    pub split: String,
+    pub round: u32,
+    pub is_size: usize,
+    pub k: u64,
+    /// None when IS(t) is empty.
+    pub round1_pass_at_k: Option<f64>,
+}
+
+/// Everything measured on a run.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Measures {
+    pub metrics: Vec<MetricRow>,
+    pub coverage: Vec<CoverageRow>,
+    pub improvement: Vec<ImprovementRow>,
+}
+
+/// One problem's responses.
+#[derive(Default)]
+struct ProblemSamples<'a> {
+    greedy: Option<&'a Sample>,
+    sampled: Vec<&'a Sample>,
+}
+
+impl ProblemSamples<'_> {
+    fn correct_count(&self) -> usize {
+        self.sampled.iter().filter(|s| is_correct(s)).count()
+    }
+}
+
+fn is_correct(sample: &Sample) -> bool {
+    sample.correct == Some(true)
+}
+
+/// Groups the samples of a set by problem, in first-seen order. Every sample must be graded.
+fn by_problem<'a>(set: &SampleSet<'a>) -> Result<Vec<(&'a str, ProblemSamples<'a>)>> {
+    let mut order: Vec<(&str, ProblemSamples)> = Vec::new();
+    let mut position: HashMap<&str, usize> = HashMap::new();
+    for sample in set.samples {
+        if sample.correct.is_none() {
+            bail!(
+                "{} {} round {}: problem {} has an ungraded response (grade first, e.g. `harness report --regrade`)",
+                set.task,
+                set.split,
+                set.round,
+                sample.problem_id
+            );
+        }
+        let at = *position.entry(&sample.problem_id).or_insert_with(|| {
+            order.push((&sample.problem_id, ProblemSamples::default()));
+            order.len() - 1
+        });
+        match sample.sample_index {
+            None => order[at].1.greedy = Some(sample),
+            Some(_) => order[at].1.sampled.push(sample),
+        }
+    }
+    Ok(order)
+}
+
+/// Measures every set, then the improvement sets of rounds after the first.
+pub fn measure<'e>(
+    sets: &[SampleSet],
+    mut embedder: Option<&mut (dyn Embedder + 'e)>,
+) -> Result<Measures> {
+    let mut out = Measures::default();
+    for set in sets {
+        let problems = by_problem(set)?;
+        let mut rows = RowSink { set, rows: &mut out.metrics };
+        accuracy(&mut rows, &problems, set.groups);
+        group_disparity(&mut rows, &problems, set.groups);
+        diversity(&mut rows, &problems, embedder.as_deref_mut())?;
+        lengths(&mut rows, &problems);
+        if let Some(row) = coverage_row(set, &problems) {
+            rows.push("coverage_pooled", "all", None, Some(row.pooled), row.questions);
+            rows.push(
+                "coverage_per_question",
+                "all",
+                None,
+                Some(row.per_question_mean),
+                row.questions,
+            );
+            out.coverage.push(row);
+        }
+    }
+    improvement(sets, &mut out)?;
+    Ok(out)
+}
+
+/// Appends rows that share a set's task, split and round.
+struct RowSink<'s, 'a> {
+    set: &'s SampleSet<'a>,
+    rows: &'s mut Vec<MetricRow>,
+}
+
+impl RowSink<'_, '_> {
+    fn push(&mut self, metric: &str, subset: &str, k: Option<u64>, value: Option<f64>, n: usize) {
+        self.rows.push(MetricRow {
+            task: self.set.task.clone(),
+            split: self.set.split.clone(),
+            round: self.set.round,
+            metric: metric.to_string(),
+            subset: subset.to_string(),
+            k,
+            value,
+            n_problems: n,
+        });
+    }
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// The subsets a problem counts in: `all`, then its level and subject if it has them.
+fn subsets_of(id: &str, groups: &HashMap<String, ProblemGroups>) -> Vec<String> {
+    let mut subsets = vec!["all".to_string()];
+    if let Some(g) = groups.get(id) {
+        if let Some(level) = g.level {
+            subsets.push(format!("level={level}"));
+        }
+        if let Some(subject) = &g.subject {
+            subsets.push(format!("subject={subject}"));
+        }
+    }
+    subsets
+}
+
+/// Greedy pass@1 (the share of problems whose greedy response is correct) and the mean
+/// pass@k of the samples for k = 1, 2, 4, ..., n, overall and per group.
+fn accuracy(rows: &mut RowSink, problems: &[(&str, ProblemSamples)], groups: &HashMap<String, ProblemGroups>) {
+    // subset -> (greedy outcomes, (drawn, correct) per problem with samples)
+    let mut by_subset: BTreeMap<String, (Vec<bool>, Vec<(u64, u64)>)> = BTreeMap::new();
+    let mut n_max = 0u64;
+    for (id, p) in problems {
+        for subset in subsets_of(id, groups) {
+            let entry = by_subset.entry(subset).or_default();
+            if let Some(g) = p.greedy {
+                entry.0.push(is_correct(g));
+            }
+            if !p.sampled.is_empty() {
+                entry.1.push((p.sampled.len() as u64, p.correct_count() as u64));
+            }
+        }
+        n_max = n_max.max(p.sampled.len() as u64);
+    }
+    // `all` first, then the groups in order.
+    let mut keys: Vec<&String> = by_subset.keys().collect();
+    keys.sort_by_key(|k| (k.as_str() != "all", group_sort_key(k)));
+    for subset in keys {
+        let (greedy, counts) = &by_subset[subset];
+        if !greedy.is_empty() {
+            let solved = greedy.iter().filter(|c| **c).count();
+            let value = solved as f64 / greedy.len() as f64;
+            rows.push("greedy_pass@1", subset, None, Some(value), greedy.len());
+        }
+        for k in pass_at_k_levels(n_max) {
+            let values: Vec<f64> = counts
+                .iter()
+                .filter_map(|(n, c)| pass_at_k(*n, *c, k))
+                .collect();
+            if !values.is_empty() {
+                rows.push("pass@k", subset, Some(k), mean(&values), values.len());
+            }
+        }
+    }
+}
+
+/// Sort key that puts `level=10` after `level=9`.
+fn group_sort_key(subset: &str) -> (String, u64, String) {
+    let (kind, value) = subset.split_once('=').unwrap_or((subset, ""));
+    (kind.to_string(), value.parse().unwrap_or(u64::MAX), value.to_string())
+}
+
+/// Group disparity GD = (pass@1(lowest level) - pass@1(highest level)) / pass@1(lowest
+/// level), on greedy responses (SPEC.md: MATH levels 1 and 5; arith's level 1 and its
+/// hardest). Needs two levels and a lowest-level pass@1 above 0.
+fn group_disparity(rows: &mut RowSink, problems: &[(&str, ProblemSamples)], groups: &HashMap<String, ProblemGroups>) {
+    let mut per_level: BTreeMap<u8, (usize, usize)> = BTreeMap::new();
+    for (id, p) in problems {
+        if let (Some(level), Some(g)) = (groups.get(*id).and_then(|g| g.level), p.greedy) {
+            let entry = per_level.entry(level).or_default();
+            entry.0 += usize::from(is_correct(g));
+            entry.1 += 1;
+        }
+    }
+    let (Some((&low, &(low_ok, low_n))), Some((&high, &(high_ok, high_n)))) =
+        (per_level.first_key_value(), per_level.last_key_value())
+    else {
+        return;
+    };
+    if low == high {
+        return;
+    }
+    let p_low = low_ok as f64 / low_n as f64;
+    let p_high = high_ok as f64 / high_n as f64;
+    let value = (p_low > 0.0).then(|| (p_low - p_high) / p_low);
+    let subset = format!("level={low} vs level={high}");
+    rows.push("group_disparity", &subset, None, value, low_n + high_n);
+}
+
+/// Distinct-N, SentenceBERT diversity and (for equation tasks) Distinct Equations of each
+/// question's sampled responses, over the correct and the incorrect ones separately,
+/// averaged over the questions where the metric is defined.
+fn diversity<'e>(
+    rows: &mut RowSink,
+    problems: &[(&str, ProblemSamples)],
+    embedder: Option<&mut (dyn Embedder + 'e)>,
+) -> Result<()> {
+    let with_equations = EQUATION_TASKS.contains(&rows.set.task.as_str());
+    let mut embeddings: HashMap<&str, Vec<f32>> = HashMap::new();
+    if let Some(embedder) = embedder {
+        let texts: Vec<&str> = problems
+            .iter()
+            .flat_map(|(_, p)| p.sampled.iter().map(|s| s.response.as_str()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let vectors = embedder.embed(&texts)?;
+        embeddings = texts.into_iter().zip(vectors).collect();
+    }
+    for (subset, want) in [("correct", true), ("incorrect", false)] {
+        let sets: Vec<Vec<&str>> = problems
+            .iter()
+            .map(|(_, p)| {
+                p.sampled
+                    .iter()
+                    .filter(|s| is_correct(s) == want)
+                    .map(|s| s.response.as_str())
+                    .collect()
+            })
+            .collect();
+        let defined = |f: &dyn Fn(&[&str]) -> Option<f64>| -> Vec<f64> {
+            sets.iter().filter_map(|s| f(s)).collect()
+        };
+        let distinct = defined(&distinct_n);
+        rows.push("distinct_n", subset, None, mean(&distinct), distinct.len());
+        if !embeddings.is_empty() {
+            let semantic = defined(&|s: &[&str]| {
+                let vectors: Vec<&[f32]> = s.iter().map(|t| embeddings[t].as_slice()).collect();
+                semantic_diversity(&vectors)
+            });
+            rows.push("sbert_diversity", subset, None, mean(&semantic), semantic.len());
+        }
+        if with_equations {
+            let equations = defined(&distinct_equations);
+            rows.push("distinct_equations", subset, None, mean(&equations), equations.len());
+        }
+    }
+    Ok(())
+}
+
+/// Mean response length in tokens and the share of responses that stopped at max_tokens,
+/// for greedy and sampled responses separately.
+fn lengths(rows: &mut RowSink, problems: &[(&str, ProblemSamples)]) {
+    let greedy: Vec<&Sample> = problems.iter().filter_map(|(_, p)| p.greedy).collect();
+    let sampled: Vec<&Sample> = problems.iter().flat_map(|(_, p)| p.sampled.clone()).collect();
+    for (subset, samples) in [("greedy", greedy), ("sampled", sampled)] {
+        if samples.is_empty() {
+            continue;
+        }
+        let tokens: Vec<f64> = samples
+            .iter()
+            .filter_map(|s| s.completion_tokens.map(f64::from))
+            .collect();
+        let hit = samples
+            .iter()
+            .filter(|s| s.finish_reason.as_deref() == Some("length"))
+            .count();
+        rows.push("mean_response_tokens", subset, None, mean(&tokens), problems.len());
+        let share = hit as f64 / samples.len() as f64;
+        rows.push("max_tokens_share", subset, None, Some(share), problems.len());
+    }
+}
+
+fn coverage_row(set: &SampleSet, problems: &[(&str, ProblemSamples)]) -> Option<CoverageRow> {
+    let counts: Vec<(usize, usize)> = problems
+        .iter()
+        .map(|(_, p)| (p.correct_count(), p.sampled.len()))
+        .collect();
+    let c = coverage(&counts)?;
+    Some(CoverageRow {
+        task: set.task.clone(),
+        split: set.split.clone(),
+        round: set.round,
+        questions: c.questions,
+        samples: c.samples,
+        correct: counts.iter().map(|(c, _)| c).sum(),
+        pooled: c.pooled,
+        per_question_mean: c.per_question_mean,
+    })
+}
+
+fn borrowed(m: &BTreeMap<String, bool>) -> BTreeMap<&str, bool> {
+    m.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+}
+
+/// For every set of round t > 1 with a round-1 set of the same task and split: |IS(t)| and
+/// round 1's pass@k on IS(t) for k = 1, 2, 4, ..., n.
+fn improvement(sets: &[SampleSet], out: &mut Measures) -> Result<()> {
+    for set in sets.iter().filter(|s| s.round > 1) {
+        let Some(first) = sets
+            .iter()
+            .find(|s| s.round == 1 && s.task == set.task && s.split == set.split)
+        else {
+            continue;
+        };
+        let first_problems = by_problem(first)?;
+        let greedy_map = |problems: &[(&str, ProblemSamples)]| -> BTreeMap<String, bool> {
+            problems
+                .iter()
+                .filter_map(|(id, p)| p.greedy.map(|g| (id.to_string(), is_correct(g))))
+                .collect()
+        };
+        let one = greedy_map(&first_problems);
+        let t = greedy_map(&by_problem(set)?);
+        let is: BTreeSet<&str> = improvement_set(&borrowed(&one), &borrowed(&t)).into_iter().collect();
+        let mut rows = RowSink { set, rows: &mut out.metrics };
+        rows.push("improvement_set_size", "all", None, Some(is.len() as f64), is.len());
+        let counts: Vec<(u64, u64)> = first_problems
+            .iter()
+            .filter(|(id, p)| is.contains(id) && !p.sampled.is_empty())
+            .map(|(_, p)| (p.sampled.len() as u64, p.correct_count() as u64))
+            .collect();
+        let n_max = first_problems.iter().map(|(_, p)| p.sampled.len() as u64).max().unwrap_or(0);
+        for k in pass_at_k_levels(n_max) {
+            let values: Vec<f64> = counts.iter().filter_map(|(n, c)| pass_at_k(*n, *c, k)).collect();
+            let value = mean(&values);
+            rows.push("is_round1_pass@k", "all", Some(k), value, values.len());
+            out.improvement.push(ImprovementRow {
+                task: set.task.clone(),
+                split: set.split.clone(),
+                round: set.round,
+                is_size: is.len(),
+                k,
+                round1_pass_at_k: value,
+            });
+        }
+    }
+    Ok(())
+}

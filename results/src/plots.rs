@@ -1,0 +1,348 @@
+//! The plots of a run, as PNG and SVG (plotters), mirroring the study's figures: accuracy
+//! per round, pass@k against k (log2 axis) with round 1's pass@k on the improvement sets,
+//! diversity per round over correct and incorrect responses, and accuracy per level with
+//! the group disparity.
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{Result, anyhow};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::measure::Measures;
+
+/// One line of a panel.
+pub(crate) struct Series {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One chart.
+pub(crate) struct Panel {
+    pub title: String,
+    pub x_desc: String,
+    pub y_desc: String,
+    /// x values are k of pass@k: drawn on a log2 axis.
+    pub log2_x: bool,
+    /// Integer x values (rounds, levels): ticks at integers only.
+    pub integer_x: bool,
+    /// Fixed 0..1 y axis (accuracies); otherwise fitted to the data.
+    pub unit_y: bool,
+    pub series: Vec<Series>,
+}
+
+/// A figure: panels side by side, written as `<stem>.png` and `<stem>.svg`.
+pub(crate) struct Figure {
+    pub stem: String,
+    pub panels: Vec<Panel>,
+}
+
+const PANEL_SIZE: (u32, u32) = (560, 420);
+
+/// Writes the figures of a run into `dir`; returns the file stems written. Figures with
+/// nothing to draw (an improvement set needs two rounds) are skipped.
+pub fn plot_run(dir: &Path, measures: &Measures) -> Result<Vec<String>> {
+    let figures = run_figures(measures);
+    for figure in &figures {
+        render(dir, figure)?;
+    }
+    Ok(figures.into_iter().map(|f| f.stem).collect())
+}
+
+/// The label of a (task, split) line.
+fn task_label(task: &str, split: &str) -> String {
+    format!("{task} {split}")
+}
+
+/// Values of one metric/subset as (round, value) per task split.
+fn per_round(measures: &Measures, metric: &str, subset: &str, suffix: &str) -> Vec<Series> {
+    let mut series: Vec<Series> = Vec::new();
+    for r in &measures.metrics {
+        if r.metric != metric || r.subset != subset {
+            continue;
+        }
+        let Some(value) = r.value else { continue };
+        let label = format!("{}{suffix}", task_label(&r.task, &r.split));
+        match series.iter_mut().find(|s| s.label == label) {
+            Some(s) => s.points.push((f64::from(r.round), value)),
+            None => series.push(Series {
+                label,
+                points: vec![(f64::from(r.round), value)],
+            }),
+        }
+    }
+    series
+}
+
+fn run_figures(m: &Measures) -> Vec<Figure> {
+    let mut figures = Vec::new();
+    let mut accuracy = per_round(m, "greedy_pass@1", "all", " greedy pass@1");
+    for row in m.metrics.iter().filter(|r| r.metric == "pass@k" && r.subset == "all") {
+        // The sampled pass@1 next to the greedy one shows how far greedy decoding is from
+        // the average sample.
+        if row.k == Some(1) {
+            let label = format!("{} sampled pass@1", task_label(&row.task, &row.split));
+            if let Some(value) = row.value {
+                match accuracy.iter_mut().find(|s| s.label == label) {
+                    Some(s) => s.points.push((f64::from(row.round), value)),
+                    None => accuracy.push(Series {
+                        label,
+                        points: vec![(f64::from(row.round), value)],
+                    }),
+                }
+            }
+        }
+    }
+    figures.push(Figure {
+        stem: "accuracy".into(),
+        panels: vec![Panel {
+            title: "Accuracy per round".into(),
+            x_desc: "round".into(),
+            y_desc: "pass@1".into(),
+            log2_x: false,
+            integer_x: true,
+            unit_y: true,
+            series: accuracy,
+        }],
+    });
+
+    // pass@k against k for every round, and round 1's pass@k on IS(t).
+    let mut pass_k: Vec<Series> = Vec::new();
+    for row in m.metrics.iter().filter(|r| r.metric == "pass@k" && r.subset == "all") {
+        let (Some(k), Some(value)) = (row.k, row.value) else { continue };
+        let label = format!("{} round {}", task_label(&row.task, &row.split), row.round);
+        match pass_k.iter_mut().find(|s| s.label == label) {
+            Some(s) => s.points.push((k as f64, value)),
+            None => pass_k.push(Series { label, points: vec![(k as f64, value)] }),
+        }
+    }
+    let mut panels = vec![Panel {
+        title: "pass@k of the samples".into(),
+        x_desc: "k (log2)".into(),
+        y_desc: "pass@k".into(),
+        log2_x: true,
+        integer_x: false,
+        unit_y: true,
+        series: pass_k,
+    }];
+    let mut on_is: Vec<Series> = Vec::new();
+    for row in &m.improvement {
+        let Some(value) = row.round1_pass_at_k else { continue };
+        let label = format!(
+            "{} IS({}) |IS|={}",
+            task_label(&row.task, &row.split),
+            row.round,
+            row.is_size
+        );
+        match on_is.iter_mut().find(|s| s.label == label) {
+            Some(s) => s.points.push((row.k as f64, value)),
+            None => on_is.push(Series { label, points: vec![(row.k as f64, value)] }),
+        }
+    }
+    if !on_is.is_empty() {
+        panels.push(Panel {
+            title: "Round 1's pass@k on the improvement set IS(t)".into(),
+            x_desc: "k (log2)".into(),
+            y_desc: "pass@k of round 1".into(),
+            log2_x: true,
+            integer_x: false,
+            unit_y: true,
+            series: on_is,
+        });
+    }
+    figures.push(Figure { stem: "pass_at_k".into(), panels });
+
+    let mut diversity = Vec::new();
+    for (metric, title) in [
+        ("distinct_n", "Distinct-N (syntactic)"),
+        ("sbert_diversity", "SentenceBERT diversity (semantic)"),
+        ("distinct_equations", "Distinct Equations (logical)"),
+    ] {
+        let mut series = per_round(m, metric, "correct", " correct");
+        series.extend(per_round(m, metric, "incorrect", " incorrect"));
+        if !series.is_empty() {
+            diversity.push(Panel {
+                title: title.into(),
+                x_desc: "round".into(),
+                y_desc: "diversity".into(),
+                log2_x: false,
+                integer_x: true,
+                unit_y: false,
+                series,
+            });
+        }
+    }
+    if !diversity.is_empty() {
+        figures.push(Figure { stem: "diversity".into(), panels: diversity });
+    }
+
+    // Accuracy per level (one line per round) and the group disparity per round.
+    let mut levels: Vec<Series> = Vec::new();
+    for row in m.metrics.iter().filter(|r| r.metric == "greedy_pass@1") {
+        let Some(level) = row.subset.strip_prefix("level=").and_then(|l| l.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        let Some(value) = row.value else { continue };
+        let label = format!("{} round {}", task_label(&row.task, &row.split), row.round);
+        match levels.iter_mut().find(|s| s.label == label) {
+            Some(s) => s.points.push((level, value)),
+            None => levels.push(Series { label, points: vec![(level, value)] }),
+        }
+    }
+    if !levels.is_empty() {
+        let mut disparity: Vec<Series> = Vec::new();
+        for row in m.metrics.iter().filter(|r| r.metric == "group_disparity") {
+            let Some(value) = row.value else { continue };
+            let label = format!("{} GD {}", task_label(&row.task, &row.split), row.subset);
+            match disparity.iter_mut().find(|s| s.label == label) {
+                Some(s) => s.points.push((f64::from(row.round), value)),
+                None => disparity.push(Series {
+                    label,
+                    points: vec![(f64::from(row.round), value)],
+                }),
+            }
+        }
+        figures.push(Figure {
+            stem: "levels".into(),
+            panels: vec![
+                Panel {
+                    title: "Greedy accuracy per level".into(),
+                    x_desc: "level".into(),
+                    y_desc: "pass@1".into(),
+                    log2_x: false,
+                    integer_x: true,
+                    unit_y: true,
+                    series: levels,
+                },
+                Panel {
+                    title: "Group disparity (lowest vs highest level)".into(),
+                    x_desc: "round".into(),
+                    y_desc: "(p_low - p_high) / p_low".into(),
+                    log2_x: false,
+                    integer_x: true,
+                    unit_y: false,
+                    series: disparity,
+                },
+            ],
+        });
+    }
+    figures
+}
+
+static FONT: Once = Once::new();
+
+/// Registers the embedded DejaVu Sans as plotters' sans-serif (the PNG backend draws text
+/// with it; machines need no installed fonts).
+fn register_font() {
+    FONT.call_once(|| {
+        if plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+            .is_err()
+        {
+            tracing::warn!("the embedded font could not be registered; PNG text may be missing");
+        }
+    });
+}
+
+pub(crate) fn render(dir: &Path, figure: &Figure) -> Result<()> {
+    register_font();
+    let size = (PANEL_SIZE.0 * figure.panels.len().max(1) as u32, PANEL_SIZE.1);
+    let png = dir.join(format!("{}.png", figure.stem));
+    let svg = dir.join(format!("{}.svg", figure.stem));
+    {
+        let root = BitMapBackend::new(&png, size).into_drawing_area();
+        draw_figure(&root, figure)?;
+    }
+    {
+        let root = SVGBackend::new(&svg, size).into_drawing_area();
+        draw_figure(&root, figure)?;
+    }
+    Ok(())
+}
+
+fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing a plot: {e:?}")
+}
+
+fn draw_figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, figure: &Figure) -> Result<()> {
+    root.fill(&WHITE).map_err(plot_error)?;
+    let areas = root.split_evenly((1, figure.panels.len().max(1)));
+    for (area, panel) in areas.iter().zip(&figure.panels) {
+        draw_panel(area, panel)?;
+    }
+    root.present().map_err(plot_error)
+}
+
+fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> Result<()> {
+    let xs = || panel.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let ys = || panel.series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    let to_x = |x: f64| if panel.log2_x { x.max(1.0).log2() } else { x };
+    let (mut x0, mut x1) = xs().map(to_x).fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
+    if x0 > x1 {
+        (x0, x1) = (0.0, 1.0);
+    }
+    // A margin either side, so that one round or one k still gets an axis.
+    let pad = ((x1 - x0) * 0.05).max(0.5);
+    let (y0, y1) = if panel.unit_y {
+        (0.0, 1.0)
+    } else {
+        let (lo, hi) = ys().fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
+        if lo > hi { (0.0, 1.0) } else { (lo.min(0.0), (hi * 1.15).max(lo + 1e-6)) }
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 17))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d((x0 - pad)..(x1 + pad), y0..(y1 + (y1 - y0) * 0.02))
+        .map_err(plot_error)?;
+    let log2 = panel.log2_x;
+    let integer = panel.integer_x;
+    let x_format = move |x: &f64| -> String {
+        if log2 {
+            let k = 2f64.powf(*x);
+            if (k - k.round()).abs() < 1e-6 { format!("{}", k.round()) } else { String::new() }
+        } else if integer {
+            if (x - x.round()).abs() < 1e-6 { format!("{}", x.round()) } else { String::new() }
+        } else {
+            format!("{x:.2}")
+        }
+    };
+    let span = (x1 + pad) - (x0 - pad);
+    chart
+        .configure_mesh()
+        .x_desc(&panel.x_desc)
+        .y_desc(&panel.y_desc)
+        .x_labels(if log2 || integer { (span.ceil() as usize * 4).clamp(2, 40) } else { 8 })
+        .x_label_formatter(&x_format)
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(plot_error)?;
+    for (i, series) in panel.series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let mut points: Vec<(f64, f64)> = series.points.iter().map(|(x, y)| (to_x(*x), *y)).collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(plot_error)?
+            .label(&series.label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        chart
+            .draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))
+            .map_err(plot_error)?;
+    }
+    if !panel.series.is_empty() {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .label_font(("sans-serif", 12))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .draw()
+            .map_err(plot_error)?;
+    }
+    Ok(())
+}
