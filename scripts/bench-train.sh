@@ -16,7 +16,8 @@ if ! "$venv/bin/python" -c 'import torch, transformers, peft' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q torch transformers peft
 fi
-cargo build --release --quiet -p harness -p trainer --example step_bench
+cargo build --release --quiet -p harness
+cargo build --release --quiet -p trainer --example step_bench
 model=$(target/release/harness fetch)
 for mode in full lora; do
   candle=$(RAYON_NUM_THREADS=$threads target/release/examples/step_bench "$model" "$mode" 4 256 "$steps")

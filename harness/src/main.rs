@@ -43,7 +43,10 @@ fn fetch(args: &cli::FetchArgs) -> anyhow::Result<()> {
     use backends::models;
     let path = if args.sentence_encoder {
         let files = models::ensure_all(&models::ALL_MINILM_L6_V2)?;
-        files[0].parent().map(|p| p.to_path_buf()).unwrap_or_default()
+        files[0]
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default()
     } else {
         models::ensure(&models::SMOLLM2_135M)?
     };

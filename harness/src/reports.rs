@@ -69,9 +69,17 @@ pub fn report_run(dir: &Path, options: &ReportOptions) -> Result<results::Measur
     let mut keys: Vec<(String, String, u32)> = Vec::new();
     let mut members: HashMap<(String, String, u32), Vec<Sample>> = HashMap::new();
     for (path, samples) in &files {
-        let file_task = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
+        let file_task = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         for s in samples {
-            let task = if s.task.is_empty() { file_task.clone() } else { s.task.clone() };
+            let task = if s.task.is_empty() {
+                file_task.clone()
+            } else {
+                s.task.clone()
+            };
             let key = (task, s.split.clone(), s.round);
             if !members.contains_key(&key) {
                 keys.push(key.clone());
@@ -128,7 +136,10 @@ pub fn report_run(dir: &Path, options: &ReportOptions) -> Result<results::Measur
             .map_or_else(String::new, |n| n.to_string_lossy().to_string()),
         backend: text_or(&settings["backend"], first.map(|s| s.backend.as_str())),
         model: text_or(&settings["model"], first.map(|s| s.model.as_str())),
-        method: text_or(&settings["method"], Some(manifest["command"].as_str().unwrap_or("bench"))),
+        method: text_or(
+            &settings["method"],
+            Some(manifest["command"].as_str().unwrap_or("bench")),
+        ),
     };
     results::write_reports(dir, &info, &measures)?;
     results::plot_run(dir, &measures)?;
@@ -156,9 +167,10 @@ fn regrade(
     source: &benchmarks::DataSource,
     arith_seed: u64,
 ) -> Result<()> {
-    let needs_sandbox = files.iter().flat_map(|(_, s)| s).any(|s| {
-        benchmarks::task(&s.task).is_ok_and(|t| t.grader == GraderKind::Code)
-    });
+    let needs_sandbox = files
+        .iter()
+        .flat_map(|(_, s)| s)
+        .any(|s| benchmarks::task(&s.task).is_ok_and(|t| t.grader == GraderKind::Code));
     let sandbox = match needs_sandbox {
         true => Some(Sandbox::new(sandbox_config(options.sandbox))?),
         false => None,
@@ -171,7 +183,10 @@ fn regrade(
                 let task = benchmarks::task(&s.task)
                     .with_context(|| format!("{}: cannot regrade", path.display()))?;
                 let loaded = task.load(&s.split, source, arith_seed)?;
-                problems.insert(key.clone(), loaded.into_iter().map(|p| (p.id.clone(), p)).collect());
+                problems.insert(
+                    key.clone(),
+                    loaded.into_iter().map(|p| (p.id.clone(), p)).collect(),
+                );
             }
         }
         let mut items: Vec<(&Problem, &str)> = Vec::new();
@@ -180,7 +195,13 @@ fn regrade(
             let problem = problems[&(s.task.clone(), s.split.clone())]
                 .get(&s.problem_id)
                 .with_context(|| {
-                    format!("{}: problem {} is not in {} {}", path.display(), s.problem_id, s.task, s.split)
+                    format!(
+                        "{}: problem {} is not in {} {}",
+                        path.display(),
+                        s.problem_id,
+                        s.task,
+                        s.split
+                    )
                 })?;
             items.push((problem, s.response.as_str()));
             graders.push(benchmarks::task(&s.task)?.grader);
@@ -191,7 +212,9 @@ fn regrade(
         let mut start = 0;
         while start < items.len() {
             let kind = graders[start];
-            let end = (start..items.len()).find(|&i| graders[i] != kind).unwrap_or(items.len());
+            let end = (start..items.len())
+                .find(|&i| graders[i] != kind)
+                .unwrap_or(items.len());
             let grader = Grader::new(kind, sandbox.as_ref())?;
             verdicts.extend(grader.grade_all(&items[start..end], &|| bar.inc(1)));
             start = end;

@@ -18,10 +18,13 @@ pub struct RunMeasures {
     pub metrics: Vec<MetricRow>,
     /// (task, split, round, problem id) -> (graded answer as normalised by the grader,
     /// response text) of the greedy response.
-    pub greedy: BTreeMap<(String, String, u32, String), (Option<String>, String)>,
+    pub greedy: BTreeMap<GreedyKey, (Option<String>, String)>,
     /// Generated tokens per second of the sampling, when the run recorded it.
     pub tokens_per_s: Option<f64>,
 }
+
+/// (task, split, round, problem id)
+pub type GreedyKey = (String, String, u32, String);
 
 /// Greedy agreement of a run with the first run on the problems both answered.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +57,13 @@ pub fn compare(runs: &[RunMeasures]) -> Compared {
     let mut by_metric: BTreeMap<String, BTreeMap<RowKey, Vec<Option<f64>>>> = BTreeMap::new();
     for (i, run) in runs.iter().enumerate() {
         for r in &run.metrics {
-            let key = (r.task.clone(), r.split.clone(), r.round, r.subset.clone(), r.k);
+            let key = (
+                r.task.clone(),
+                r.split.clone(),
+                r.round,
+                r.subset.clone(),
+                r.k,
+            );
             let values = by_metric
                 .entry(r.metric.clone())
                 .or_default()
@@ -68,8 +77,12 @@ pub fn compare(runs: &[RunMeasures]) -> Compared {
         for run in rest {
             let mut tally: BTreeMap<(String, String, u32), (usize, usize, usize)> = BTreeMap::new();
             for (key, (answer, text)) in &run.greedy {
-                let Some((first_answer, first_text)) = first.greedy.get(key) else { continue };
-                let entry = tally.entry((key.0.clone(), key.1.clone(), key.2)).or_default();
+                let Some((first_answer, first_text)) = first.greedy.get(key) else {
+                    continue;
+                };
+                let entry = tally
+                    .entry((key.0.clone(), key.1.clone(), key.2))
+                    .or_default();
                 entry.0 += 1;
                 entry.1 += usize::from(answer == first_answer);
                 entry.2 += usize::from(text == first_text);
@@ -99,7 +112,13 @@ pub fn compare(runs: &[RunMeasures]) -> Compared {
 fn file_stem(metric: &str) -> String {
     metric
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -109,8 +128,10 @@ pub fn write_compare(dir: &Path, compared: &Compared) -> Result<String> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for (metric, rows) in &compared.by_metric {
         let mut w = csv::Writer::from_writer(Vec::new());
-        let mut header: Vec<String> =
-            ["task", "split", "round", "subset", "k"].iter().map(|s| s.to_string()).collect();
+        let mut header: Vec<String> = ["task", "split", "round", "subset", "k"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         header.extend(compared.runs.iter().cloned());
         w.write_record(&header)?;
         for ((task, split, round, subset, k), values) in rows {
@@ -130,7 +151,14 @@ pub fn write_compare(dir: &Path, compared: &Compared) -> Result<String> {
     }
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
-        "run_a", "run_b", "task", "split", "round", "problems", "same_answer", "same_response",
+        "run_a",
+        "run_b",
+        "task",
+        "split",
+        "round",
+        "problems",
+        "same_answer",
+        "same_response",
     ])?;
     let first = compared.runs.first().cloned().unwrap_or_default();
     for a in &compared.agreement {
@@ -149,7 +177,10 @@ pub fn write_compare(dir: &Path, compared: &Compared) -> Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(["run", "tokens_per_s"])?;
     for (run, tps) in compared.runs.iter().zip(&compared.tokens_per_s) {
-        w.write_record([run.clone(), tps.map_or_else(String::new, |v| format!("{v:.2}"))])?;
+        w.write_record([
+            run.clone(),
+            tps.map_or_else(String::new, |v| format!("{v:.2}")),
+        ])?;
     }
     std::fs::write(dir.join("throughput.csv"), finish(w)?)?;
     Ok(table(compared))
@@ -180,17 +211,25 @@ fn metric_figure(
             let label = format!("{run}: {task} {split} {subset}{}", round_suffix(*k, *round));
             match series.iter_mut().find(|s| s.label == label) {
                 Some(s) => s.points.push((x, value)),
-                None => series.push(Series { label, points: vec![(x, value)] }),
+                None => series.push(Series {
+                    label,
+                    points: vec![(x, value)],
+                }),
             }
         }
     }
     let over_k = shown.iter().any(|(key, _)| key.4.is_some());
-    let unit = metric.contains("pass@") || metric.contains("share") || metric.starts_with("coverage");
+    let unit =
+        metric.contains("pass@") || metric.contains("share") || metric.starts_with("coverage");
     Figure {
         stem: stem.to_string(),
         panels: vec![Panel {
             title: metric.to_string(),
-            x_desc: if over_k { "k (log2)".into() } else { "round".into() },
+            x_desc: if over_k {
+                "k (log2)".into()
+            } else {
+                "round".into()
+            },
             y_desc: metric.to_string(),
             log2_x: over_k,
             integer_x: !over_k,
@@ -201,7 +240,11 @@ fn metric_figure(
 }
 
 fn round_suffix(k: Option<u64>, round: u32) -> String {
-    if k.is_some() { format!(" round {round}") } else { String::new() }
+    if k.is_some() {
+        format!(" round {round}")
+    } else {
+        String::new()
+    }
 }
 
 /// The metrics a person compares first, with their subsets.
@@ -220,7 +263,13 @@ const TABLE_ROWS: &[(&str, &str)] = &[
 
 fn table(c: &Compared) -> String {
     let mut out = String::new();
-    let width = c.runs.iter().map(|r| r.len()).max().unwrap_or(0).clamp(10, 28);
+    let width = c
+        .runs
+        .iter()
+        .map(|r| r.len())
+        .max()
+        .unwrap_or(0)
+        .clamp(10, 28);
     let mut sets: Vec<(String, String, u32)> = Vec::new();
     for rows in c.by_metric.values() {
         for (task, split, round, _, _) in rows.keys() {
@@ -239,9 +288,15 @@ fn table(c: &Compared) -> String {
     for (task, split, round) in &sets {
         let _ = writeln!(out, "{task} {split} round {round}");
         for (metric, subset) in TABLE_ROWS {
-            let Some(rows) = c.by_metric.get(*metric) else { continue };
+            let Some(rows) = c.by_metric.get(*metric) else {
+                continue;
+            };
             for ((t, s, r, sub, k), values) in rows {
-                let subset_matches = if subset.is_empty() { true } else { sub == subset };
+                let subset_matches = if subset.is_empty() {
+                    true
+                } else {
+                    sub == subset
+                };
                 if t != task || s != split || r != round || !subset_matches {
                     continue;
                 }

@@ -152,13 +152,25 @@ pub fn measure<'e>(
     let mut out = Measures::default();
     for set in sets {
         let problems = by_problem(set)?;
-        let mut rows = RowSink { set, rows: &mut out.metrics };
+        if problems.is_empty() {
+            continue;
+        }
+        let mut rows = RowSink {
+            set,
+            rows: &mut out.metrics,
+        };
         accuracy(&mut rows, &problems, set.groups);
         group_disparity(&mut rows, &problems, set.groups);
         diversity(&mut rows, &problems, embedder.as_deref_mut())?;
         lengths(&mut rows, &problems);
         if let Some(row) = coverage_row(set, &problems) {
-            rows.push("coverage_pooled", "all", None, Some(row.pooled), row.questions);
+            rows.push(
+                "coverage_pooled",
+                "all",
+                None,
+                Some(row.pooled),
+                row.questions,
+            );
             rows.push(
                 "coverage_per_question",
                 "all",
@@ -214,9 +226,14 @@ fn subsets_of(id: &str, groups: &HashMap<String, ProblemGroups>) -> Vec<String> 
 
 /// Greedy pass@1 (the share of problems whose greedy response is correct) and the mean
 /// pass@k of the samples for k = 1, 2, 4, ..., n, overall and per group.
-fn accuracy(rows: &mut RowSink, problems: &[(&str, ProblemSamples)], groups: &HashMap<String, ProblemGroups>) {
+fn accuracy(
+    rows: &mut RowSink,
+    problems: &[(&str, ProblemSamples)],
+    groups: &HashMap<String, ProblemGroups>,
+) {
     // subset -> (greedy outcomes, (drawn, correct) per problem with samples)
-    let mut by_subset: BTreeMap<String, (Vec<bool>, Vec<(u64, u64)>)> = BTreeMap::new();
+    type Outcomes = (Vec<bool>, Vec<(u64, u64)>);
+    let mut by_subset: BTreeMap<String, Outcomes> = BTreeMap::new();
     let mut n_max = 0u64;
     for (id, p) in problems {
         for subset in subsets_of(id, groups) {
@@ -225,7 +242,9 @@ fn accuracy(rows: &mut RowSink, problems: &[(&str, ProblemSamples)], groups: &Ha
                 entry.0.push(is_correct(g));
             }
             if !p.sampled.is_empty() {
-                entry.1.push((p.sampled.len() as u64, p.correct_count() as u64));
+                entry
+                    .1
+                    .push((p.sampled.len() as u64, p.correct_count() as u64));
             }
         }
         n_max = n_max.max(p.sampled.len() as u64);
@@ -255,13 +274,21 @@ fn accuracy(rows: &mut RowSink, problems: &[(&str, ProblemSamples)], groups: &Ha
 /// Sort key that puts `level=10` after `level=9`.
 fn group_sort_key(subset: &str) -> (String, u64, String) {
     let (kind, value) = subset.split_once('=').unwrap_or((subset, ""));
-    (kind.to_string(), value.parse().unwrap_or(u64::MAX), value.to_string())
+    (
+        kind.to_string(),
+        value.parse().unwrap_or(u64::MAX),
+        value.to_string(),
+    )
 }
 
 /// Group disparity GD = (pass@1(lowest level) - pass@1(highest level)) / pass@1(lowest
 /// level), on greedy responses (SPEC.md: MATH levels 1 and 5; arith's level 1 and its
 /// hardest). Needs two levels and a lowest-level pass@1 above 0.
-fn group_disparity(rows: &mut RowSink, problems: &[(&str, ProblemSamples)], groups: &HashMap<String, ProblemGroups>) {
+fn group_disparity(
+    rows: &mut RowSink,
+    problems: &[(&str, ProblemSamples)],
+    groups: &HashMap<String, ProblemGroups>,
+) {
     let mut per_level: BTreeMap<u8, (usize, usize)> = BTreeMap::new();
     for (id, p) in problems {
         if let (Some(level), Some(g)) = (groups.get(*id).and_then(|g| g.level), p.greedy) {
@@ -326,11 +353,23 @@ fn diversity<'e>(
                 let vectors: Vec<&[f32]> = s.iter().map(|t| embeddings[t].as_slice()).collect();
                 semantic_diversity(&vectors)
             });
-            rows.push("sbert_diversity", subset, None, mean(&semantic), semantic.len());
+            rows.push(
+                "sbert_diversity",
+                subset,
+                None,
+                mean(&semantic),
+                semantic.len(),
+            );
         }
         if with_equations {
             let equations = defined(&distinct_equations);
-            rows.push("distinct_equations", subset, None, mean(&equations), equations.len());
+            rows.push(
+                "distinct_equations",
+                subset,
+                None,
+                mean(&equations),
+                equations.len(),
+            );
         }
     }
     Ok(())
@@ -340,7 +379,10 @@ fn diversity<'e>(
 /// for greedy and sampled responses separately.
 fn lengths(rows: &mut RowSink, problems: &[(&str, ProblemSamples)]) {
     let greedy: Vec<&Sample> = problems.iter().filter_map(|(_, p)| p.greedy).collect();
-    let sampled: Vec<&Sample> = problems.iter().flat_map(|(_, p)| p.sampled.clone()).collect();
+    let sampled: Vec<&Sample> = problems
+        .iter()
+        .flat_map(|(_, p)| p.sampled.clone())
+        .collect();
     for (subset, samples) in [("greedy", greedy), ("sampled", sampled)] {
         if samples.is_empty() {
             continue;
@@ -353,9 +395,21 @@ fn lengths(rows: &mut RowSink, problems: &[(&str, ProblemSamples)]) {
             .iter()
             .filter(|s| s.finish_reason.as_deref() == Some("length"))
             .count();
-        rows.push("mean_response_tokens", subset, None, mean(&tokens), problems.len());
+        rows.push(
+            "mean_response_tokens",
+            subset,
+            None,
+            mean(&tokens),
+            problems.len(),
+        );
         let share = hit as f64 / samples.len() as f64;
-        rows.push("max_tokens_share", subset, None, Some(share), problems.len());
+        rows.push(
+            "max_tokens_share",
+            subset,
+            None,
+            Some(share),
+            problems.len(),
+        );
     }
 }
 
@@ -400,17 +454,35 @@ fn improvement(sets: &[SampleSet], out: &mut Measures) -> Result<()> {
         };
         let one = greedy_map(&first_problems);
         let t = greedy_map(&by_problem(set)?);
-        let is: BTreeSet<&str> = improvement_set(&borrowed(&one), &borrowed(&t)).into_iter().collect();
-        let mut rows = RowSink { set, rows: &mut out.metrics };
-        rows.push("improvement_set_size", "all", None, Some(is.len() as f64), is.len());
+        let is: BTreeSet<&str> = improvement_set(&borrowed(&one), &borrowed(&t))
+            .into_iter()
+            .collect();
+        let mut rows = RowSink {
+            set,
+            rows: &mut out.metrics,
+        };
+        rows.push(
+            "improvement_set_size",
+            "all",
+            None,
+            Some(is.len() as f64),
+            is.len(),
+        );
         let counts: Vec<(u64, u64)> = first_problems
             .iter()
             .filter(|(id, p)| is.contains(id) && !p.sampled.is_empty())
             .map(|(_, p)| (p.sampled.len() as u64, p.correct_count() as u64))
             .collect();
-        let n_max = first_problems.iter().map(|(_, p)| p.sampled.len() as u64).max().unwrap_or(0);
+        let n_max = first_problems
+            .iter()
+            .map(|(_, p)| p.sampled.len() as u64)
+            .max()
+            .unwrap_or(0);
         for k in pass_at_k_levels(n_max) {
-            let values: Vec<f64> = counts.iter().filter_map(|(n, c)| pass_at_k(*n, *c, k)).collect();
+            let values: Vec<f64> = counts
+                .iter()
+                .filter_map(|(n, c)| pass_at_k(*n, *c, k))
+                .collect();
             let value = mean(&values);
             rows.push("is_round1_pass@k", "all", Some(k), value, values.len());
             out.improvement.push(ImprovementRow {

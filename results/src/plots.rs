@@ -78,7 +78,11 @@ fn per_round(measures: &Measures, metric: &str, subset: &str, suffix: &str) -> V
 fn run_figures(m: &Measures) -> Vec<Figure> {
     let mut figures = Vec::new();
     let mut accuracy = per_round(m, "greedy_pass@1", "all", " greedy pass@1");
-    for row in m.metrics.iter().filter(|r| r.metric == "pass@k" && r.subset == "all") {
+    for row in m
+        .metrics
+        .iter()
+        .filter(|r| r.metric == "pass@k" && r.subset == "all")
+    {
         // The sampled pass@1 next to the greedy one shows how far greedy decoding is from
         // the average sample.
         if row.k == Some(1) {
@@ -109,12 +113,21 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
 
     // pass@k against k for every round, and round 1's pass@k on IS(t).
     let mut pass_k: Vec<Series> = Vec::new();
-    for row in m.metrics.iter().filter(|r| r.metric == "pass@k" && r.subset == "all") {
-        let (Some(k), Some(value)) = (row.k, row.value) else { continue };
+    for row in m
+        .metrics
+        .iter()
+        .filter(|r| r.metric == "pass@k" && r.subset == "all")
+    {
+        let (Some(k), Some(value)) = (row.k, row.value) else {
+            continue;
+        };
         let label = format!("{} round {}", task_label(&row.task, &row.split), row.round);
         match pass_k.iter_mut().find(|s| s.label == label) {
             Some(s) => s.points.push((k as f64, value)),
-            None => pass_k.push(Series { label, points: vec![(k as f64, value)] }),
+            None => pass_k.push(Series {
+                label,
+                points: vec![(k as f64, value)],
+            }),
         }
     }
     let mut panels = vec![Panel {
@@ -128,7 +141,9 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
     }];
     let mut on_is: Vec<Series> = Vec::new();
     for row in &m.improvement {
-        let Some(value) = row.round1_pass_at_k else { continue };
+        let Some(value) = row.round1_pass_at_k else {
+            continue;
+        };
         let label = format!(
             "{} IS({}) |IS|={}",
             task_label(&row.task, &row.split),
@@ -137,7 +152,10 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
         );
         match on_is.iter_mut().find(|s| s.label == label) {
             Some(s) => s.points.push((row.k as f64, value)),
-            None => on_is.push(Series { label, points: vec![(row.k as f64, value)] }),
+            None => on_is.push(Series {
+                label,
+                points: vec![(row.k as f64, value)],
+            }),
         }
     }
     if !on_is.is_empty() {
@@ -151,7 +169,10 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
             series: on_is,
         });
     }
-    figures.push(Figure { stem: "pass_at_k".into(), panels });
+    figures.push(Figure {
+        stem: "pass_at_k".into(),
+        panels,
+    });
 
     let mut diversity = Vec::new();
     for (metric, title) in [
@@ -174,13 +195,19 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
         }
     }
     if !diversity.is_empty() {
-        figures.push(Figure { stem: "diversity".into(), panels: diversity });
+        figures.push(Figure {
+            stem: "diversity".into(),
+            panels: diversity,
+        });
     }
 
     // Accuracy per level (one line per round) and the group disparity per round.
     let mut levels: Vec<Series> = Vec::new();
     for row in m.metrics.iter().filter(|r| r.metric == "greedy_pass@1") {
-        let Some(level) = row.subset.strip_prefix("level=").and_then(|l| l.parse::<f64>().ok())
+        let Some(level) = row
+            .subset
+            .strip_prefix("level=")
+            .and_then(|l| l.parse::<f64>().ok())
         else {
             continue;
         };
@@ -188,7 +215,10 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
         let label = format!("{} round {}", task_label(&row.task, &row.split), row.round);
         match levels.iter_mut().find(|s| s.label == label) {
             Some(s) => s.points.push((level, value)),
-            None => levels.push(Series { label, points: vec![(level, value)] }),
+            None => levels.push(Series {
+                label,
+                points: vec![(level, value)],
+            }),
         }
     }
     if !levels.is_empty() {
@@ -247,7 +277,10 @@ fn register_font() {
 
 pub(crate) fn render(dir: &Path, figure: &Figure) -> Result<()> {
     register_font();
-    let size = (PANEL_SIZE.0 * figure.panels.len().max(1) as u32, PANEL_SIZE.1);
+    let size = (
+        PANEL_SIZE.0 * figure.panels.len().max(1) as u32,
+        PANEL_SIZE.1,
+    );
     let png = dir.join(format!("{}.png", figure.stem));
     let svg = dir.join(format!("{}.svg", figure.stem));
     {
@@ -275,10 +308,22 @@ fn draw_figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, figure: &Figur
 }
 
 fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> Result<()> {
-    let xs = || panel.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
-    let ys = || panel.series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    let xs = || {
+        panel
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0))
+    };
+    let ys = || {
+        panel
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+    };
     let to_x = |x: f64| if panel.log2_x { x.max(1.0).log2() } else { x };
-    let (mut x0, mut x1) = xs().map(to_x).fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
+    let (mut x0, mut x1) = xs()
+        .map(to_x)
+        .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
     if x0 > x1 {
         (x0, x1) = (0.0, 1.0);
     }
@@ -288,7 +333,11 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
         (0.0, 1.0)
     } else {
         let (lo, hi) = ys().fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
-        if lo > hi { (0.0, 1.0) } else { (lo.min(0.0), (hi * 1.15).max(lo + 1e-6)) }
+        if lo > hi {
+            (0.0, 1.0)
+        } else {
+            (lo.min(0.0), (hi * 1.15).max(lo + 1e-6))
+        }
     };
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, ("sans-serif", 17))
@@ -302,9 +351,17 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
     let x_format = move |x: &f64| -> String {
         if log2 {
             let k = 2f64.powf(*x);
-            if (k - k.round()).abs() < 1e-6 { format!("{}", k.round()) } else { String::new() }
+            if (k - k.round()).abs() < 1e-6 {
+                format!("{}", k.round())
+            } else {
+                String::new()
+            }
         } else if integer {
-            if (x - x.round()).abs() < 1e-6 { format!("{}", x.round()) } else { String::new() }
+            if (x - x.round()).abs() < 1e-6 {
+                format!("{}", x.round())
+            } else {
+                String::new()
+            }
         } else {
             format!("{x:.2}")
         }
@@ -314,7 +371,11 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
         .configure_mesh()
         .x_desc(&panel.x_desc)
         .y_desc(&panel.y_desc)
-        .x_labels(if log2 || integer { (span.ceil() as usize * 4).clamp(2, 40) } else { 8 })
+        .x_labels(if log2 || integer {
+            (span.ceil() as usize * 4).clamp(2, 40)
+        } else {
+            8
+        })
         .x_label_formatter(&x_format)
         .label_style(("sans-serif", 13))
         .axis_desc_style(("sans-serif", 14))
@@ -323,13 +384,16 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
         .map_err(plot_error)?;
     for (i, series) in panel.series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let mut points: Vec<(f64, f64)> = series.points.iter().map(|(x, y)| (to_x(*x), *y)).collect();
+        let mut points: Vec<(f64, f64)> =
+            series.points.iter().map(|(x, y)| (to_x(*x), *y)).collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(plot_error)?
             .label(&series.label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
         chart
             .draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))
             .map_err(plot_error)?;

@@ -29,7 +29,15 @@ pub fn write_reports(dir: &Path, run: &RunInfo, measures: &Measures) -> Result<(
     write(dir, "metrics.csv", metrics_csv(run, &measures.metrics)?)?;
     write(dir, "rounds.csv", rounds_csv(run, &measures.metrics)?)?;
     let mut improvement = csv::Writer::from_writer(Vec::new());
-    improvement.write_record(["run", "task", "split", "round", "is_size", "k", "round1_pass@k"])?;
+    improvement.write_record([
+        "run",
+        "task",
+        "split",
+        "round",
+        "is_size",
+        "k",
+        "round1_pass@k",
+    ])?;
     for r in &measures.improvement {
         improvement.write_record([
             run.run.clone(),
@@ -121,10 +129,12 @@ fn rounds_csv(run: &RunInfo, rows: &[MetricRow]) -> Result<Vec<u8>> {
         }
     }
     let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header: Vec<String> = ["run", "backend", "model", "method", "task", "split", "round"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut header: Vec<String> = [
+        "run", "backend", "model", "method", "task", "split", "round",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     header.extend(columns.iter().cloned());
     w.write_record(&header)?;
     for (task, split, round) in keys {
@@ -140,7 +150,9 @@ fn rounds_csv(run: &RunInfo, rows: &[MetricRow]) -> Result<Vec<u8>> {
         for column in &columns {
             let value = rows
                 .iter()
-                .find(|r| r.task == task && r.split == split && r.round == round && &r.column() == column)
+                .find(|r| {
+                    r.task == task && r.split == split && r.round == round && &r.column() == column
+                })
                 .and_then(|r| r.value);
             record.push(value_text(value));
         }
@@ -166,8 +178,8 @@ fn write(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<()> {
 /// Reads a `metrics.csv` written by [`write_reports`]: the run's identity (from its first
 /// row) and its rows. Errors name the file and line.
 pub fn read_metrics(path: &Path) -> Result<(RunInfo, Vec<MetricRow>)> {
-    let mut reader = csv::Reader::from_path(path)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
     let mut info = RunInfo::default();
     let mut rows = Vec::new();
     for (index, record) in reader.records().enumerate() {
@@ -178,7 +190,8 @@ pub fn read_metrics(path: &Path) -> Result<(RunInfo, Vec<MetricRow>)> {
                 .get(i)
                 .with_context(|| format!("{}:{line}: missing field `{name}`", path.display()))
         };
-        let parse_err = |name: &str| format!("{}:{line}: field `{name}` is not a number", path.display());
+        let parse_err =
+            |name: &str| format!("{}:{line}: field `{name}` is not a number", path.display());
         if rows.is_empty() {
             info = RunInfo {
                 run: field(0, "run")?.to_string(),
@@ -193,10 +206,15 @@ pub fn read_metrics(path: &Path) -> Result<(RunInfo, Vec<MetricRow>)> {
         rows.push(MetricRow {
             task: field(3, "task")?.to_string(),
             split: field(4, "split")?.to_string(),
-            round: field(5, "round")?.parse().with_context(|| parse_err("round"))?,
+            round: field(5, "round")?
+                .parse()
+                .with_context(|| parse_err("round"))?,
             metric: field(7, "metric")?.to_string(),
             subset: field(8, "subset")?.to_string(),
-            k: optional(9, "k")?.map(str::parse).transpose().with_context(|| parse_err("k"))?,
+            k: optional(9, "k")?
+                .map(str::parse)
+                .transpose()
+                .with_context(|| parse_err("k"))?,
             value: optional(10, "value")?
                 .map(str::parse)
                 .transpose()

@@ -32,7 +32,13 @@ fn embeddings_match_sentence_transformers() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+        .map(|v| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
         .collect();
     let encoder = encoder();
     let ours = encoder.encode(&texts).unwrap();
@@ -43,7 +49,11 @@ fn embeddings_match_sentence_transformers() {
         let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "text {i}: norm {norm}");
         let c = cosine(a, b);
-        assert!(c > 0.999, "text {i} ({:?}...): cosine {c}", &texts[i][..texts[i].len().min(30)]);
+        assert!(
+            c > 0.999,
+            "text {i} ({:?}...): cosine {c}",
+            &texts[i][..texts[i].len().min(30)]
+        );
         worst = worst.min(c);
     }
     eprintln!("lowest cosine with sentence-transformers: {worst:.7}");

@@ -52,7 +52,10 @@ fn load(dir: &Path) -> Result<RunMeasures> {
         for s in benchmarks::read_samples(&path)? {
             if s.sample_index.is_none() {
                 let answer = s.normalized.clone().or(s.extracted.clone());
-                greedy.insert((s.task, s.split, s.round, s.problem_id), (answer, s.response));
+                greedy.insert(
+                    (s.task, s.split, s.round, s.problem_id),
+                    (answer, s.response),
+                );
             }
         }
     }
