@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SentenceBERT embedding throughput: the harness's encoder (candle) against the
+# SentenceBERT embedding throughput: the harness's encoder (results::SentenceEncoder) against the
 # sentence-transformers library on CPU, on the same texts (GSM8K solutions cut to 200
 # tokens), batch 32, the same thread count, in one run; prints texts/s and the ratio.
 #
@@ -23,13 +23,13 @@ model=$(target/release/harness fetch --sentence-encoder)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$venv/bin/python" scripts/embed_bench.py texts "$model" "$work/texts.json" "$count" 200
-candle=$(RAYON_NUM_THREADS=$threads target/release/examples/embed_bench "$model" "$work/texts.json" 32 "$repeats")
+ours=$(RAYON_NUM_THREADS=$threads target/release/examples/embed_bench "$model" "$work/texts.json" 32 "$repeats")
 torch=$(OMP_NUM_THREADS=$threads "$venv/bin/python" scripts/embed_bench.py time "$model" "$work/texts.json" 32 "$repeats" "$threads")
-echo "$candle"
+echo "$ours"
 echo "$torch"
-python3 - "$candle" "$torch" <<'PY'
+python3 - "$ours" "$torch" <<'PY'
 import json, sys
 c, t = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"embedding {c['texts']} texts of 200 tokens, batch 32: candle {c['texts_per_second']:.1f} texts/s, "
+print(f"embedding {c['texts']} texts of 200 tokens, batch 32: harness {c['texts_per_second']:.1f} texts/s, "
       f"sentence-transformers {t['texts_per_second']:.1f} texts/s, ratio {c['texts_per_second'] / t['texts_per_second']:.2f}")
 PY

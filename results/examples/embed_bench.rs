@@ -25,7 +25,7 @@ fn main() -> anyhow::Result<()> {
     }
     println!(
         "{}",
-        serde_json::json!({"engine": "candle", "texts": texts.len(), "seconds": best,
+        serde_json::json!({"engine": "harness", "texts": texts.len(), "seconds": best,
                            "texts_per_second": texts.len() as f64 / best})
     );
     Ok(())

@@ -4,6 +4,7 @@
 //!
 //! Results never sample or train: every number is recomputable from the sample files.
 
+mod bert;
 mod compare;
 mod diversity;
 mod measure;
