@@ -279,7 +279,7 @@ pub(crate) fn render(dir: &Path, figure: &Figure) -> Result<()> {
     register_font();
     let size = (
         PANEL_SIZE.0 * figure.panels.len().max(1) as u32,
-        PANEL_SIZE.1,
+        PANEL_SIZE.1 + legend_height(figure),
     );
     let png = dir.join(format!("{}.png", figure.stem));
     let svg = dir.join(format!("{}.svg", figure.stem));
@@ -294,6 +294,23 @@ pub(crate) fn render(dir: &Path, figure: &Figure) -> Result<()> {
     Ok(())
 }
 
+/// Height of the legend strip under the charts: one line per series of the fullest panel.
+fn legend_height(figure: &Figure) -> u32 {
+    let lines = figure
+        .panels
+        .iter()
+        .map(|p| p.series.len())
+        .max()
+        .unwrap_or(0) as u32;
+    if lines == 0 {
+        0
+    } else {
+        LEGEND_LINE * lines + 12
+    }
+}
+
+const LEGEND_LINE: u32 = 18;
+
 fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing a plot: {e:?}")
 }
@@ -302,7 +319,10 @@ fn draw_figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, figure: &Figur
     root.fill(&WHITE).map_err(plot_error)?;
     let areas = root.split_evenly((1, figure.panels.len().max(1)));
     for (area, panel) in areas.iter().zip(&figure.panels) {
-        draw_panel(area, panel)?;
+        // The legend goes in a strip under the chart, where it never hides a point.
+        let (chart, legend) = area.split_vertically(PANEL_SIZE.1);
+        draw_panel(&chart, panel)?;
+        draw_legend(&legend, panel)?;
     }
     root.present().map_err(plot_error)
 }
@@ -336,7 +356,13 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
         if lo > hi {
             (0.0, 1.0)
         } else {
-            (lo.min(0.0), (hi * 1.15).max(lo + 1e-6))
+            {
+                let span = (hi.max(0.0) - lo.min(0.0)).max(1e-6);
+                (
+                    lo.min(0.0) - if lo < 0.0 { span * 0.08 } else { 0.0 },
+                    hi.max(0.0) + span * 0.12,
+                )
+            }
         }
     };
     let mut chart = ChartBuilder::on(area)
@@ -389,24 +415,29 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(plot_error)?
-            .label(&series.label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
+            .map_err(plot_error)?;
         chart
             .draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))
             .map_err(plot_error)?;
     }
-    if !panel.series.is_empty() {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font(("sans-serif", 12))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()
-            .map_err(plot_error)?;
+    Ok(())
+}
+
+fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> Result<()> {
+    for (i, series) in panel.series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let y = 6 + (i as u32 * LEGEND_LINE) as i32 + LEGEND_LINE as i32 / 2;
+        area.draw(&PathElement::new(
+            vec![(70, y), (92, y)],
+            color.stroke_width(3),
+        ))
+        .map_err(plot_error)?;
+        area.draw(&Text::new(
+            series.label.clone(),
+            (100, y - 7),
+            ("sans-serif", 13).into_font(),
+        ))
+        .map_err(plot_error)?;
     }
     Ok(())
 }
