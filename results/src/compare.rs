@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::measure::MetricRow;
-use crate::plots::{Figure, Panel, Series};
+use crate::plots::{Figure, Panel, Series, add_point};
 use crate::report::{RunInfo, value_text};
 
 /// What compare needs of one run: its metric rows (from its metrics.csv), its greedy
@@ -209,13 +209,7 @@ fn metric_figure(
             let Some(value) = values[j] else { continue };
             let x = k.map_or(f64::from(*round), |k| k as f64);
             let label = format!("{run}: {task} {split} {subset}{}", round_suffix(*k, *round));
-            match series.iter_mut().find(|s| s.label == label) {
-                Some(s) => s.points.push((x, value)),
-                None => series.push(Series {
-                    label,
-                    points: vec![(x, value)],
-                }),
-            }
+            add_point(&mut series, label, (x, value));
         }
     }
     let over_k = shown.iter().any(|(key, _)| key.4.is_some());

@@ -50,6 +50,17 @@ pub fn plot_run(dir: &Path, measures: &Measures) -> Result<Vec<String>> {
     Ok(figures.into_iter().map(|f| f.stem).collect())
 }
 
+/// Adds a point to the series with this label, starting the series if there is none.
+pub(crate) fn add_point(series: &mut Vec<Series>, label: String, point: (f64, f64)) {
+    match series.iter_mut().find(|s| s.label == label) {
+        Some(s) => s.points.push(point),
+        None => series.push(Series {
+            label,
+            points: vec![point],
+        }),
+    }
+}
+
 /// The label of a (task, split) line.
 fn task_label(task: &str, split: &str) -> String {
     format!("{task} {split}")
@@ -64,13 +75,7 @@ fn per_round(measures: &Measures, metric: &str, subset: &str, suffix: &str) -> V
         }
         let Some(value) = r.value else { continue };
         let label = format!("{}{suffix}", task_label(&r.task, &r.split));
-        match series.iter_mut().find(|s| s.label == label) {
-            Some(s) => s.points.push((f64::from(r.round), value)),
-            None => series.push(Series {
-                label,
-                points: vec![(f64::from(r.round), value)],
-            }),
-        }
+        add_point(&mut series, label, (f64::from(r.round), value));
     }
     series
 }
@@ -88,13 +93,7 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
         if row.k == Some(1) {
             let label = format!("{} sampled pass@1", task_label(&row.task, &row.split));
             if let Some(value) = row.value {
-                match accuracy.iter_mut().find(|s| s.label == label) {
-                    Some(s) => s.points.push((f64::from(row.round), value)),
-                    None => accuracy.push(Series {
-                        label,
-                        points: vec![(f64::from(row.round), value)],
-                    }),
-                }
+                add_point(&mut accuracy, label, (f64::from(row.round), value));
             }
         }
     }
@@ -122,13 +121,7 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
             continue;
         };
         let label = format!("{} round {}", task_label(&row.task, &row.split), row.round);
-        match pass_k.iter_mut().find(|s| s.label == label) {
-            Some(s) => s.points.push((k as f64, value)),
-            None => pass_k.push(Series {
-                label,
-                points: vec![(k as f64, value)],
-            }),
-        }
+        add_point(&mut pass_k, label, (k as f64, value));
     }
     let mut panels = vec![Panel {
         title: "pass@k of the samples".into(),
@@ -150,13 +143,7 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
             row.round,
             row.is_size
         );
-        match on_is.iter_mut().find(|s| s.label == label) {
-            Some(s) => s.points.push((row.k as f64, value)),
-            None => on_is.push(Series {
-                label,
-                points: vec![(row.k as f64, value)],
-            }),
-        }
+        add_point(&mut on_is, label, (row.k as f64, value));
     }
     if !on_is.is_empty() {
         panels.push(Panel {
@@ -213,26 +200,14 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
         };
         let Some(value) = row.value else { continue };
         let label = format!("{} round {}", task_label(&row.task, &row.split), row.round);
-        match levels.iter_mut().find(|s| s.label == label) {
-            Some(s) => s.points.push((level, value)),
-            None => levels.push(Series {
-                label,
-                points: vec![(level, value)],
-            }),
-        }
+        add_point(&mut levels, label, (level, value));
     }
     if !levels.is_empty() {
         let mut disparity: Vec<Series> = Vec::new();
         for row in m.metrics.iter().filter(|r| r.metric == "group_disparity") {
             let Some(value) = row.value else { continue };
             let label = format!("{} GD {}", task_label(&row.task, &row.split), row.subset);
-            match disparity.iter_mut().find(|s| s.label == label) {
-                Some(s) => s.points.push((f64::from(row.round), value)),
-                None => disparity.push(Series {
-                    label,
-                    points: vec![(f64::from(row.round), value)],
-                }),
-            }
+            add_point(&mut disparity, label, (f64::from(row.round), value));
         }
         figures.push(Figure {
             stem: "levels".into(),
