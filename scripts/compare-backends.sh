@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Greedy agreement of the two backends on the same GGUF: `harness bench` with the embedded
-# llama.cpp engine and with the OpenAI backend against llama-server, greedy only, on the
-# first LIMIT (default 50) gsm8k test problems. Prints how many greedy responses (and graded
+# llama.cpp engine and with the OpenAI backend against llama-server, greedy only, on LIMIT
+# (default 50) gsm8k test problems spread evenly through the split. Prints how many greedy responses (and graded
 # answers) agree, and the problems where they differ.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,11 +9,13 @@ LIMIT=${LIMIT:-50}
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-common=(--task gsm8k --limit "$LIMIT" --n 0 --max-tokens 256)
+common=(--task gsm8k --limit "$LIMIT" --n 0 --max-tokens 256 --no-semantic)
 $H bench "${common[@]}" --out "$work/llamacpp" | tail -2
 start_llama_server -np 8 -c 16384
 $H bench "${common[@]}" --backend openai --base-url "$base_url" --model smollm2 \
   --concurrency 8 --out "$work/openai" | tail -2
+
+$H compare "$work/llamacpp" "$work/openai" --out "$work/compare" | grep -E 'greedy|tokens/s'
 
 python3 - "$work/llamacpp/samples/gsm8k.jsonl" "$work/openai/samples/gsm8k.jsonl" <<'PY'
 import json, sys
