@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow};
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::bert::{Bert, BertConfig, Tokens};
+use std::sync::Mutex;
+
+use crate::bert::{Bert, BertConfig, Scratch, Tokens};
 use crate::semantic::Embedder;
 
 /// The files of a sentence-transformers BERT model folder that the encoder reads.
@@ -21,6 +23,7 @@ pub const MAX_TOKENS: usize = 256;
 pub struct SentenceEncoder {
     model: Bert,
     tokenizer: Tokenizer,
+    scratch: Mutex<Scratch>,
     /// Texts per forward pass.
     pub batch_size: usize,
 }
@@ -50,6 +53,7 @@ impl SentenceEncoder {
         Ok(SentenceEncoder {
             model,
             tokenizer,
+            scratch: Mutex::new(Scratch::default()),
             batch_size: 32,
         })
     }
@@ -57,6 +61,7 @@ impl SentenceEncoder {
     /// L2-normalised mean-pooled embeddings of the texts, in order.
     pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(texts.len());
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         for batch in texts.chunks(self.batch_size.max(1)) {
             let encodings = self
                 .tokenizer
@@ -69,7 +74,7 @@ impl SentenceEncoder {
                     types: e.get_type_ids(),
                 })
                 .collect();
-            for mut vector in self.model.mean_pooled(&inputs)? {
+            for mut vector in self.model.mean_pooled(&inputs, &mut scratch)? {
                 let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
                 vector.iter_mut().for_each(|v| *v /= norm);
                 out.push(vector);
