@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 
 use crate::measure::MetricRow;
 use crate::plots::{Figure, Panel, Series, add_point};
-use crate::report::{RunInfo, value_text};
+use crate::report::{RunInfo, finish, value_text, write};
 
 /// What compare needs of one run: its metric rows (from its metrics.csv), its greedy
 /// answers and its sampling throughput.
@@ -146,7 +146,7 @@ pub fn write_compare(dir: &Path, compared: &Compared) -> Result<String> {
             w.write_record(&record)?;
         }
         let stem = file_stem(metric);
-        std::fs::write(dir.join(format!("{stem}.csv")), finish(w)?)?;
+        write(dir, &format!("{stem}.csv"), finish(w)?)?;
         crate::plots::render(dir, &metric_figure(&stem, metric, rows, &compared.runs))?;
     }
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -173,7 +173,7 @@ pub fn write_compare(dir: &Path, compared: &Compared) -> Result<String> {
             a.same_response.to_string(),
         ])?;
     }
-    std::fs::write(dir.join("agreement.csv"), finish(w)?)?;
+    write(dir, "agreement.csv", finish(w)?)?;
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(["run", "tokens_per_s"])?;
     for (run, tps) in compared.runs.iter().zip(&compared.tokens_per_s) {
@@ -182,12 +182,8 @@ pub fn write_compare(dir: &Path, compared: &Compared) -> Result<String> {
             tps.map_or_else(String::new, |v| format!("{v:.2}")),
         ])?;
     }
-    std::fs::write(dir.join("throughput.csv"), finish(w)?)?;
+    write(dir, "throughput.csv", finish(w)?)?;
     Ok(table(compared))
-}
-
-fn finish(w: csv::Writer<Vec<u8>>) -> Result<Vec<u8>> {
-    w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))
 }
 
 /// Bars would need a categorical axis; a line per run over the row index reads as well

@@ -150,8 +150,9 @@ pub fn measure<'e>(
     mut embedder: Option<&mut (dyn Embedder + 'e)>,
 ) -> Result<Measures> {
     let mut out = Measures::default();
-    for set in sets {
-        let problems = by_problem(set)?;
+    let grouped = sets.iter().map(by_problem).collect::<Result<Vec<_>>>()?;
+    for (set, problems) in sets.iter().zip(&grouped) {
+        let problems = problems.as_slice();
         if problems.is_empty() {
             continue;
         }
@@ -159,11 +160,11 @@ pub fn measure<'e>(
             set,
             rows: &mut out.metrics,
         };
-        accuracy(&mut rows, &problems, set.groups);
-        group_disparity(&mut rows, &problems, set.groups);
-        diversity(&mut rows, &problems, embedder.as_deref_mut())?;
-        lengths(&mut rows, &problems);
-        if let Some(row) = coverage_row(set, &problems) {
+        accuracy(&mut rows, problems, set.groups);
+        group_disparity(&mut rows, problems, set.groups);
+        diversity(&mut rows, problems, embedder.as_deref_mut())?;
+        lengths(&mut rows, problems);
+        if let Some(row) = coverage_row(set, problems) {
             rows.push(
                 "coverage_pooled",
                 "all",
@@ -181,7 +182,7 @@ pub fn measure<'e>(
             out.coverage.push(row);
         }
     }
-    improvement(sets, &mut out)?;
+    improvement(sets, &grouped, &mut out);
     Ok(out)
 }
 
@@ -431,32 +432,30 @@ fn coverage_row(set: &SampleSet, problems: &[(&str, ProblemSamples)]) -> Option<
     })
 }
 
-fn borrowed(m: &BTreeMap<String, bool>) -> BTreeMap<&str, bool> {
-    m.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+/// Problem id -> whether its greedy response is correct.
+fn greedy_outcomes<'a>(problems: &[(&'a str, ProblemSamples)]) -> BTreeMap<&'a str, bool> {
+    problems
+        .iter()
+        .filter_map(|(id, p)| p.greedy.map(|g| (*id, is_correct(g))))
+        .collect()
 }
 
 /// For every set of round t > 1 with a round-1 set of the same task and split: |IS(t)| and
 /// round 1's pass@k on IS(t) for k = 1, 2, 4, ..., n.
-fn improvement(sets: &[SampleSet], out: &mut Measures) -> Result<()> {
-    for set in sets.iter().filter(|s| s.round > 1) {
+/// `grouped[i]` holds the problems of `sets[i]`.
+fn improvement(sets: &[SampleSet], grouped: &[Vec<(&str, ProblemSamples)>], out: &mut Measures) {
+    for (set, problems) in sets.iter().zip(grouped).filter(|(s, _)| s.round > 1) {
         let Some(first) = sets
             .iter()
-            .find(|s| s.round == 1 && s.task == set.task && s.split == set.split)
+            .position(|s| s.round == 1 && s.task == set.task && s.split == set.split)
         else {
             continue;
         };
-        let first_problems = by_problem(first)?;
-        let greedy_map = |problems: &[(&str, ProblemSamples)]| -> BTreeMap<String, bool> {
-            problems
-                .iter()
-                .filter_map(|(id, p)| p.greedy.map(|g| (id.to_string(), is_correct(g))))
-                .collect()
-        };
-        let one = greedy_map(&first_problems);
-        let t = greedy_map(&by_problem(set)?);
-        let is: BTreeSet<&str> = improvement_set(&borrowed(&one), &borrowed(&t))
-            .into_iter()
-            .collect();
+        let first_problems = &grouped[first];
+        let is: BTreeSet<&str> =
+            improvement_set(&greedy_outcomes(first_problems), &greedy_outcomes(problems))
+                .into_iter()
+                .collect();
         let mut rows = RowSink {
             set,
             rows: &mut out.metrics,
@@ -495,5 +494,4 @@ fn improvement(sets: &[SampleSet], out: &mut Measures) -> Result<()> {
             });
         }
     }
-    Ok(())
 }

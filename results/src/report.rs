@@ -161,11 +161,13 @@ fn rounds_csv(run: &RunInfo, rows: &[MetricRow]) -> Result<Vec<u8>> {
     finish(w)
 }
 
-fn finish(w: csv::Writer<Vec<u8>>) -> Result<Vec<u8>> {
+/// The bytes a CSV writer collected.
+pub(crate) fn finish(w: csv::Writer<Vec<u8>>) -> Result<Vec<u8>> {
     w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))
 }
 
-fn write(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<()> {
+/// Writes `dir/name` through a temporary file and a rename.
+pub(crate) fn write(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<()> {
     let path = dir.join(name);
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("writing {}", path.display()))?;

@@ -19,15 +19,15 @@ fn cosine(a: &[f32], b: &[f64]) -> f64 {
     dot / (na * nb)
 }
 
-#[test]
-fn embeddings_match_sentence_transformers() {
+/// The fixture: the texts and sentence-transformers' vectors of them.
+fn fixture() -> (Vec<String>, Vec<Vec<f64>>) {
     let fixture: Value =
         serde_json::from_str(include_str!("fixtures/sbert_reference.json")).unwrap();
-    let texts: Vec<&str> = fixture["texts"]
+    let texts = fixture["texts"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| t.as_str().unwrap())
+        .map(|t| t.as_str().unwrap().to_string())
         .collect();
     let reference: Vec<Vec<f64>> = fixture["embeddings"]
         .as_array()
@@ -41,6 +41,13 @@ fn embeddings_match_sentence_transformers() {
                 .collect()
         })
         .collect();
+    (texts, reference)
+}
+
+#[test]
+fn embeddings_match_sentence_transformers() {
+    let (texts, reference) = fixture();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let encoder = encoder();
     let ours = encoder.encode(&texts).unwrap();
     assert_eq!(ours.len(), texts.len());
@@ -123,14 +130,8 @@ fn candle_embeddings(texts: &[&str]) -> Vec<Vec<f32>> {
 
 #[test]
 fn forward_pass_matches_candle_transformers_bert() {
-    let fixture: Value =
-        serde_json::from_str(include_str!("fixtures/sbert_reference.json")).unwrap();
-    let texts: Vec<&str> = fixture["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap())
-        .collect();
+    let (texts, _) = fixture();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let ours = encoder().encode(&texts).unwrap();
     let theirs = candle_embeddings(&texts);
     for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {

@@ -21,6 +21,14 @@ pub fn harness_bin() -> PathBuf {
     bin
 }
 
+/// llama.cpp and the trainer use every core (OpenMP threads spin at barriers): two engines
+/// decoding or training at once on a 2-core machine slowed each other down a hundredfold.
+/// The tests of a test binary that decode or train hold this lock, so they take turns.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs `harness ARGS` and returns its output.
 pub fn harness(args: &[&str]) -> Output {
     Command::new(harness_bin())

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e_tests::{harness_bin, harness_ok, read_jsonl};
+use e2e_tests::{harness_bin, harness_ok, read_jsonl, serial};
 use serde_json::Value;
 
 const ARGS: [&str; 12] = [
@@ -22,15 +22,6 @@ const ARGS: [&str; 12] = [
     "4",
     "--out",
 ];
-
-/// llama.cpp runs one OpenMP thread per core, and OpenMP threads spin at barriers: two
-/// engines decoding at once on a 2-core machine slowed each other down a hundredfold. The
-/// tests that decode take turns.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn bench(out: &Path) -> String {
     let mut args = ARGS.to_vec();

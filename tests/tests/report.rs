@@ -6,14 +6,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use e2e_tests::{harness, harness_ok, read_jsonl};
+use e2e_tests::{harness, harness_ok, read_jsonl, serial};
 use serde_json::Value;
-
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const REPORTS: [&str; 4] = [
     "metrics.csv",

@@ -7,15 +7,8 @@ use std::path::Path;
 
 use backends::{Backend, ChatMessage, LlamaCpp, LlamaCppConfig, Prompt, Request, Sampling};
 use candle_core::{DType, Device};
-use e2e_tests::{default_model, harness_ok, read_jsonl};
+use e2e_tests::{default_model, harness_ok, read_jsonl, serial};
 use serde_json::{Value, json};
-
-/// Training and decoding take both cores; the tests of this file take turns.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const COLORS: [&str; 16] = [
     "crimson", "amber", "teal", "violet", "olive", "cobalt", "maroon", "ivory", "scarlet",
