@@ -3,6 +3,12 @@
 # llama.cpp engine and with the OpenAI backend against llama-server, greedy only, on LIMIT
 # (default 50) gsm8k test problems spread evenly through the split. Prints how many greedy responses (and graded
 # answers) agree, and the problems where they differ.
+#
+# Both sides use plain attention (the harness default `--flash-attn off`; llama-server `-fa off`):
+# llama.cpp's flash-attention kernel changes its summation order with the batch's shape, so
+# greedy text would depend on which requests share a batch. llama-server also runs without its
+# prompt cache, whose partial reuse of another prompt's cells parted 12 of 50 responses.
+# SLOTS (default 8) sets llama-server's parallel slots and the client's concurrency.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIMIT=${LIMIT:-50}
@@ -11,9 +17,10 @@ source scripts/lib.sh
 
 common=(--task gsm8k --limit "$LIMIT" --n 0 --max-tokens 256 --no-semantic)
 $H bench "${common[@]}" --out "$work/llamacpp" | tail -2
-start_llama_server -np 8 -c 16384
+SLOTS=${SLOTS:-8}
+start_llama_server -np "$SLOTS" -c $((SLOTS * 2048)) --flash-attn off --no-cache-prompt
 $H bench "${common[@]}" --backend openai --base-url "$base_url" --model smollm2 \
-  --concurrency 8 --out "$work/openai" | tail -2
+  --concurrency "$SLOTS" --out "$work/openai" | tail -2
 
 $H compare "$work/llamacpp" "$work/openai" --out "$work/compare" | grep -E 'greedy|tokens/s'
 

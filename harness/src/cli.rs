@@ -261,6 +261,29 @@ pub struct LlamaCppArgs {
     /// Layers offloaded to the GPU (needs a build with `--features cuda`).
     #[arg(long, default_value_t = 0)]
     pub gpu_layers: u32,
+    /// Attention kernel. `off` keeps greedy output the same whatever else is in the batch
+    /// (llama.cpp's flash attention changes its summation order with the batch's shape);
+    /// `on` is faster on long contexts; `auto` lets llama.cpp choose.
+    #[arg(long, value_enum, default_value_t = FlashAttn::Off)]
+    pub flash_attn: FlashAttn,
+}
+
+/// `--flash-attn` values (llama-server's spelling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FlashAttn {
+    Off,
+    On,
+    Auto,
+}
+
+impl From<FlashAttn> for backends::FlashAttention {
+    fn from(value: FlashAttn) -> Self {
+        match value {
+            FlashAttn::Off => backends::FlashAttention::Off,
+            FlashAttn::On => backends::FlashAttention::On,
+            FlashAttn::Auto => backends::FlashAttention::Auto,
+        }
+    }
 }
 
 /// Settings of the OpenAI-compatible client.

@@ -292,6 +292,7 @@ fn make_backend(args: &BenchArgs) -> Result<Box<dyn Backend>> {
                 batch_size: l.batch_size,
                 ubatch_size: l.ubatch_size,
                 gpu_layers: l.gpu_layers,
+                flash_attention: l.flash_attn.into(),
                 ..LlamaCppConfig::new(model)
             };
             Ok(Box::new(LlamaCpp::new(config)?))
@@ -355,6 +356,11 @@ fn manifest(args: &BenchArgs, plans: &[TaskPlan], backend: &dyn Backend) -> serd
             "seed": args.seed,
             "round": args.round,
             "arith_seed": args.data.seed,
+            // Changes greedy output, so a resumed run must use the same.
+            "flash_attention": match args.backend {
+                BackendKind::Llamacpp => Some(backends::FlashAttention::from(args.llamacpp.flash_attn).as_str()),
+                BackendKind::Openai => None,
+            },
         },
     })
 }
