@@ -22,6 +22,8 @@ enum Fault {
     Slow,
     Malformed,
     FewerChoices,
+    /// A correct reply after 150 ms (inside the timeout): a busy server.
+    Lag,
 }
 
 struct FakeServer {
@@ -115,6 +117,10 @@ fn start(script: Vec<Fault>, model: &str) -> FakeServer {
                     }
                     Fault::Malformed => respond(&mut stream, "200 OK", "", "{\"choices\": [{\"ind"),
                     Fault::FewerChoices => respond(&mut stream, "200 OK", "", &reply(&body, 1)),
+                    Fault::Lag => {
+                        std::thread::sleep(Duration::from_millis(150));
+                        respond(&mut stream, "200 OK", "", &reply(&body, n));
+                    }
                 }
             });
         }
@@ -242,5 +248,31 @@ fn down_server_and_unserved_model_are_reported_plainly() {
     assert!(
         err.contains("model `m` is not served") && err.contains("other-model"),
         "{err}"
+    );
+}
+
+#[test]
+fn several_base_urls_share_the_load_by_requests_in_flight() {
+    // A slow server and a quick one: requests go where the fewest are in flight, so both
+    // serve some, the quick one most, and every sample arrives exactly once.
+    let slow = start(vec![Fault::Lag; 20], "m");
+    let quick = start(vec![], "m");
+    let mut config = config(&slow.url, false);
+    config.base_urls.push(quick.url.clone());
+    let mut backend = OpenAi::new(config).unwrap();
+    assert_complete(&run(&mut backend).unwrap());
+    let (slow_calls, quick_calls) = (
+        slow.calls.load(Ordering::SeqCst),
+        quick.calls.load(Ordering::SeqCst),
+    );
+    assert_eq!(
+        slow_calls + quick_calls,
+        20,
+        "one call per sample (n=1 requests)"
+    );
+    assert!(slow_calls >= 1, "the first URL got nothing");
+    assert!(
+        quick_calls > slow_calls,
+        "slow {slow_calls} vs quick {quick_calls}: load not spread by requests in flight"
     );
 }
