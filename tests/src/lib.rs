@@ -104,8 +104,8 @@ impl LlamaServer {
     /// `parallel` slots, and waits until it answers /health.
     ///
     /// Attention as in the embedded engine's default (`-fa off`: flash attention changes its
-    /// arithmetic with the batch's shape) and no prompt cache (a slot that reuses part of an
-    /// earlier prompt's KV cells parted from a fresh decode on 12 of 50 gsm8k problems).
+    /// arithmetic with the batch's shape) and no prompt cache (with it, 38 of 50 gsm8k greedy
+    /// responses matched the embedded engine's; without it 49 and 50 in two runs).
     pub fn start(model: &std::path::Path, alias: &str, parallel: u32) -> LlamaServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

@@ -16,6 +16,7 @@ use trainer::{Llama, LoraConfig, Tuning, Weights};
 type Timing = (Duration, Duration, Duration, Duration);
 
 fn main() -> Result<()> {
+    trainer::memory::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let model_path = args
         .get(1)

@@ -11,6 +11,7 @@ pub mod data;
 pub mod fused;
 pub mod job;
 pub mod lora;
+pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod optim;
