@@ -1,8 +1,8 @@
 //! Fused CPU kernels with their backward passes, where composed candle ops spent most of a
 //! training step outside matrix products: the output projection with each row's target
 //! log-probability (the `[tokens, 49152]` logits of SmolLM2 never become a graph node), the
-//! attention softmax with its causal mask, RMSNorm, the rotary embedding, and a projection
-//! whose backward skips frozen weights. Each is one parallel pass over rows forward and one
+//! attention softmax with its causal mask, RMSNorm, the rotary embedding, a projection
+//! whose backward skips frozen weights, and the SwiGLU gate ([`swiglu`]). Each is one parallel pass over rows forward and one
 //! backward. Other devices and dtypes fall back to the composed ops in [`crate::ops`]. The
 //! gradient check covers both paths.
 
@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use num_traits::Float;
 use rayon::prelude::*;
+
+mod swiglu;
+pub use swiglu::swiglu;
 
 static DISABLED: AtomicBool = AtomicBool::new(false);
 

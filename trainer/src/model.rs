@@ -266,7 +266,10 @@ impl Llama {
                     .reshape((b, t, c.hidden_size))?;
             x = (x + layer.o.forward(&attn, train)?)?;
             let h = ops::rms_norm(&x, &layer.post_norm, c.rms_norm_eps)?;
-            let gated = (layer.gate.forward(&h, train)?.silu()? * layer.up.forward(&h, train)?)?;
+            let gated = ops::swiglu(
+                &layer.gate.forward(&h, train)?,
+                &layer.up.forward(&h, train)?,
+            )?;
             x = (x + layer.down.forward(&gated, train)?)?;
         }
         Ok(ops::rms_norm(&x, &self.norm, c.rms_norm_eps)?)

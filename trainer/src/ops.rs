@@ -15,6 +15,14 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     x.broadcast_mul(&inv)?.broadcast_mul(weight)
 }
 
+/// The feed-forward gate `silu(gate) * up`.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if crate::fused::applies(gate) {
+        return crate::fused::swiglu(gate, up);
+    }
+    gate.silu()? * up
+}
+
 /// Softmax over the last dimension, `exp(x - max) / sum(exp(x - max))`. The max is a constant
 /// shift (softmax does not depend on it), so it is detached.
 pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
