@@ -70,7 +70,7 @@ impl Lora {
             x.clone()
         };
         // Scaled at rank width (rows x r), not at the projection's output width: one pass
-        // over a tensor 36-96 times smaller, forward and backward.
+        // over a tensor out/r times smaller, forward and backward.
         let down = (crate::model::matmul_t(&x, self.a.as_tensor())? * self.scale)?;
         crate::model::matmul_t(&down, self.b.as_tensor())
     }

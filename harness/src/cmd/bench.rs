@@ -357,12 +357,19 @@ fn manifest(args: &BenchArgs, plans: &[TaskPlan], backend: &dyn Backend) -> serd
             "round": args.round,
             "arith_seed": args.data.seed,
             // Changes greedy output, so a resumed run must use the same.
-            "flash_attention": match args.backend {
-                BackendKind::Llamacpp => Some(backends::FlashAttention::from(args.llamacpp.flash_attn).as_str()),
-                BackendKind::Openai => None,
-            },
+            "flash_attention": flash_attention(args),
         },
     })
+}
+
+/// The embedded engine's attention setting (`None` for a server, whose setting is its own).
+fn flash_attention(args: &BenchArgs) -> Option<&'static str> {
+    match args.backend {
+        BackendKind::Llamacpp => {
+            Some(backends::FlashAttention::from(args.llamacpp.flash_attn).as_str())
+        }
+        BackendKind::Openai => None,
+    }
 }
 
 fn to_backend_prompt(prompt: &benchmarks::Prompt) -> backends::Prompt {
