@@ -26,25 +26,28 @@ fn bench(out: &Path, n: &str, extra: &[&str]) -> Vec<Value> {
     read_jsonl(&out.join("samples/arith.jsonl"))
 }
 
+/// [`bench`] through the OpenAI backend against `server`, `concurrency` requests at a time.
+fn bench_served(server: &LlamaServer, out: &Path, n: &str, concurrency: &str) -> Vec<Value> {
+    let url = server.base_url.as_str();
+    let args = [
+        "--backend",
+        "openai",
+        "--base-url",
+        url,
+        "--model",
+        "smollm2",
+        "--concurrency",
+        concurrency,
+    ];
+    bench(out, n, &args)
+}
+
 #[test]
 fn bench_against_llama_server_matches_the_embedded_engine() {
     let model = default_model();
     let server = LlamaServer::start(&model, "smollm2", 4);
     let served = tempfile::tempdir().unwrap();
-    let remote = bench(
-        served.path(),
-        "2",
-        &[
-            "--backend",
-            "openai",
-            "--base-url",
-            &server.base_url,
-            "--model",
-            "smollm2",
-            "--concurrency",
-            "4",
-        ],
-    );
+    let remote = bench_served(&server, served.path(), "2", "4");
     assert_eq!(remote.len(), 12);
     for s in &remote {
         assert_eq!(s["backend"], "openai");
@@ -59,20 +62,7 @@ fn bench_against_llama_server_matches_the_embedded_engine() {
     // kernel gives the same text, one request at a time. (Many requests at once, llama-server
     // may decode a prompt in pieces beside other prompts; that parted 1 of 50 gsm8k problems.)
     let one_by_one = tempfile::tempdir().unwrap();
-    let remote_greedy = bench(
-        one_by_one.path(),
-        "0",
-        &[
-            "--backend",
-            "openai",
-            "--base-url",
-            &server.base_url,
-            "--model",
-            "smollm2",
-            "--concurrency",
-            "1",
-        ],
-    );
+    let remote_greedy = bench_served(&server, one_by_one.path(), "0", "1");
     let local_dir = tempfile::tempdir().unwrap();
     let local = bench(local_dir.path(), "2", &[]);
     let greedy = |samples: &[Value]| -> Vec<String> {

@@ -8,6 +8,7 @@
 
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor,
+    WithDType,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -36,6 +37,18 @@ fn slice<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg("expected a contiguous tensor".into()))?;
     Ok(&data[start..end])
+}
+
+/// A backward kernel's two gradients as tensors shaped like its two inputs.
+fn shaped_like<T: WithDType>(
+    (da, db): (Vec<T>, Vec<T>),
+    a: &Tensor,
+    b: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    Ok((
+        Tensor::from_vec(da, a.shape(), a.device())?,
+        Tensor::from_vec(db, b.shape(), b.device())?,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -263,26 +276,20 @@ impl CustomOp2 for RmsNorm {
                 Storage::Cpu(CpuStorage::F32(xv)),
                 Storage::Cpu(CpuStorage::F32(wv)),
                 Storage::Cpu(CpuStorage::F32(gv)),
-            ) => {
-                let (dx, dw) =
-                    rms_norm_bwd(slice(xv, xl)?, slice(wv, wl)?, slice(gv, gl)?, self.eps);
-                (
-                    Tensor::from_vec(dx, x.shape(), x.device())?,
-                    Tensor::from_vec(dw, w.shape(), w.device())?,
-                )
-            }
+            ) => shaped_like(
+                rms_norm_bwd(slice(xv, xl)?, slice(wv, wl)?, slice(gv, gl)?, self.eps),
+                x,
+                w,
+            )?,
             (
                 Storage::Cpu(CpuStorage::F64(xv)),
                 Storage::Cpu(CpuStorage::F64(wv)),
                 Storage::Cpu(CpuStorage::F64(gv)),
-            ) => {
-                let (dx, dw) =
-                    rms_norm_bwd(slice(xv, xl)?, slice(wv, wl)?, slice(gv, gl)?, self.eps);
-                (
-                    Tensor::from_vec(dx, x.shape(), x.device())?,
-                    Tensor::from_vec(dw, w.shape(), w.device())?,
-                )
-            }
+            ) => shaped_like(
+                rms_norm_bwd(slice(xv, xl)?, slice(wv, wl)?, slice(gv, gl)?, self.eps),
+                x,
+                w,
+            )?,
             _ => candle_core::bail!("rms-norm backward: f32 or f64 CPU tensors only"),
         };
         Ok((Some(dx), Some(dw)))

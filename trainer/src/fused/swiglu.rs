@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor}
 use num_traits::Float;
 use rayon::prelude::*;
 
-use super::slice;
+use super::{shaped_like, slice};
 
 /// `silu(gate) * up` for two tensors of one shape.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
@@ -102,24 +102,20 @@ impl CustomOp2 for SwiGlu {
                 Storage::Cpu(CpuStorage::F32(g)),
                 Storage::Cpu(CpuStorage::F32(u)),
                 Storage::Cpu(CpuStorage::F32(d)),
-            ) => {
-                let (dg, du) = swiglu_bwd(slice(g, gl)?, slice(u, ul)?, slice(d, dl)?);
-                (
-                    Tensor::from_vec(dg, gate.shape(), gate.device())?,
-                    Tensor::from_vec(du, up.shape(), up.device())?,
-                )
-            }
+            ) => shaped_like(
+                swiglu_bwd(slice(g, gl)?, slice(u, ul)?, slice(d, dl)?),
+                gate,
+                up,
+            )?,
             (
                 Storage::Cpu(CpuStorage::F64(g)),
                 Storage::Cpu(CpuStorage::F64(u)),
                 Storage::Cpu(CpuStorage::F64(d)),
-            ) => {
-                let (dg, du) = swiglu_bwd(slice(g, gl)?, slice(u, ul)?, slice(d, dl)?);
-                (
-                    Tensor::from_vec(dg, gate.shape(), gate.device())?,
-                    Tensor::from_vec(du, up.shape(), up.device())?,
-                )
-            }
+            ) => shaped_like(
+                swiglu_bwd(slice(g, gl)?, slice(u, ul)?, slice(d, dl)?),
+                gate,
+                up,
+            )?,
             _ => candle_core::bail!("swiglu backward: f32 or f64 CPU tensors only"),
         };
         Ok((Some(dg), Some(du)))
