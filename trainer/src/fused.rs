@@ -15,7 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use num_traits::Float;
 use rayon::prelude::*;
 
+use matmul::{Threads, View, product};
+
+mod attention;
+mod lora;
+mod matmul;
 mod swiglu;
+pub use attention::{Heads, RopeTables, attention};
+pub use lora::lora_linear;
 pub use swiglu::swiglu;
 
 static DISABLED: AtomicBool = AtomicBool::new(false);
@@ -311,35 +318,12 @@ struct Linear;
 
 /// `dst[m, n] = lhs[m, k] * rhs^T` with `rhs` `[n, k]`, all row-major and contiguous.
 fn gemm_nt<T: 'static + Float>(lhs: &[T], rhs: &[T], m: usize, n: usize, k: usize) -> Vec<T> {
-    let mut dst = vec![T::zero(); m * n];
-    if m == 0 || n == 0 {
-        return dst;
-    }
-    // SAFETY: the slices hold m*k, n*k and m*n elements, matching the sizes and strides.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            k as isize,
-            1,
-            T::zero(),
-            T::one(),
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
-        );
-    }
-    dst
+    product(
+        View::rows(lhs, k),
+        View::transposed(rhs, k),
+        (m, n, k),
+        Threads::All,
+    )
 }
 
 impl CustomOp2 for Linear {
@@ -524,40 +508,12 @@ fn gemm_nn<T: 'static + Float>(
     k: usize,
     lhs_transposed: bool,
 ) -> Vec<T> {
-    let mut dst = vec![T::zero(); m * n];
-    if m == 0 || n == 0 || k == 0 {
-        return dst;
-    }
-    let (lhs_cs, lhs_rs) = if lhs_transposed {
-        (m as isize, 1)
+    let lhs = if lhs_transposed {
+        View::transposed(lhs, m)
     } else {
-        (1, k as isize)
+        View::rows(lhs, k)
     };
-    // SAFETY: lhs holds m*k, rhs k*n and dst m*n elements, matching the strides.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            lhs_cs,
-            lhs_rs,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            T::zero(),
-            T::one(),
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
-        );
-    }
-    dst
+    product(lhs, View::rows(rhs, n), (m, n, k), Threads::All)
 }
 
 /// Forward: logits, then each row's log-probability of its target.

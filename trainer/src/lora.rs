@@ -2,6 +2,8 @@
 //! a Kaiming-uniform distribution and `B` `[out, r]` zero, so that training starts from the
 //! base model exactly (as PEFT initialises them).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -37,6 +39,8 @@ pub(crate) struct Lora {
     pub(crate) b: Var,
     scale: f64,
     dropout: f64,
+    /// Seeds the fused op's dropout draws: one new seed per training forward pass.
+    dropout_draws: AtomicU64,
 }
 
 impl Lora {
@@ -60,6 +64,7 @@ impl Lora {
             b: Var::from_tensor(&b)?,
             scale: config.alpha / config.rank as f64,
             dropout: config.dropout,
+            dropout_draws: AtomicU64::new(rng.random()),
         })
     }
 
@@ -73,6 +78,20 @@ impl Lora {
         // over a tensor out/r times smaller, forward and backward.
         let down = (crate::model::matmul_t(&x, self.a.as_tensor())? * self.scale)?;
         crate::model::matmul_t(&down, self.b.as_tensor())
+    }
+
+    /// `x W^T` plus the adapter's output, in one fused op, for `x` `[n, in]` on the CPU.
+    pub(crate) fn fused_with_base(&self, x: &Tensor, w: &Tensor, train: bool) -> Result<Tensor> {
+        let dropout = if train { self.dropout } else { 0.0 };
+        let seed = self.dropout_draws.fetch_add(1, Ordering::Relaxed);
+        crate::fused::lora_linear(
+            x,
+            w,
+            self.a.as_tensor(),
+            self.b.as_tensor(),
+            self.scale,
+            (dropout, seed),
+        )
     }
 
     /// `(alpha / r) B A`, the update folded into the base weight.

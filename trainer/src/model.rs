@@ -31,12 +31,21 @@ struct Linear {
 
 impl Linear {
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut y = matmul_t(x, &self.weight)?;
+        let mut y = match &self.lora {
+            Some(lora) if crate::fused::applies(x) => {
+                let dims = x.dims();
+                let inner = dims[dims.len() - 1];
+                let x2 = x.reshape((x.elem_count() / inner, inner))?;
+                let mut out_dims = dims.to_vec();
+                *out_dims.last_mut().expect("at least 1-D") = self.weight.dim(0)?;
+                lora.fused_with_base(&x2, &self.weight, train)?
+                    .reshape(out_dims)?
+            }
+            Some(lora) => (matmul_t(x, &self.weight)? + lora.forward(x, train)?)?,
+            None => matmul_t(x, &self.weight)?,
+        };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
-        }
-        if let Some(lora) = &self.lora {
-            y = (y + lora.forward(x, train)?)?;
         }
         Ok(y)
     }
@@ -90,6 +99,8 @@ pub struct Llama {
     lm_head: Option<Tensor>,
     cos: Tensor,
     sin: Tensor,
+    /// The same tables for the fused attention kernel.
+    rope: crate::fused::RopeTables,
     /// Trainable parameters with their names (full weights or LoRA factors).
     trainable: Vec<(String, Var)>,
     lora_config: Option<LoraConfig>,
@@ -183,6 +194,10 @@ impl Llama {
             dtype,
             &device,
         )?;
+        let rope = crate::fused::RopeTables {
+            cos: std::sync::Arc::new(cos.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?),
+            sin: std::sync::Arc::new(sin.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?),
+        };
         let lora_config = match tuning {
             Tuning::Lora(lc) => Some(lc.clone()),
             _ => None,
@@ -204,6 +219,7 @@ impl Llama {
             lm_head,
             cos,
             sin,
+            rope,
             trainable,
             lora_config,
         })
@@ -247,23 +263,32 @@ impl Llama {
             .reshape((b, t, c.hidden_size))?;
         for layer in &self.layers {
             let h = ops::rms_norm(&x, &layer.input_norm, c.rms_norm_eps)?;
-            let split = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
-                y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
-            };
-            let q = split(layer.q.forward(&h, train)?, heads)?;
-            let k = split(layer.k.forward(&h, train)?, kv_heads)?;
-            let v = split(layer.v.forward(&h, train)?, kv_heads)?;
-            let q = ops::rope(&q, &cos, &sin)?;
-            let k = ops::rope(&k, &cos, &sin)?;
-            let k = ops::repeat_kv(&k, heads / kv_heads)?;
-            let v = ops::repeat_kv(&v, heads / kv_heads)?;
-            let probs = ops::causal_softmax(&(q.matmul(&k.t()?)? * scale)?)?;
-            let attn =
+            let (q, k, v) = (
+                layer.q.forward(&h, train)?,
+                layer.k.forward(&h, train)?,
+                layer.v.forward(&h, train)?,
+            );
+            let attn = if crate::fused::applies(&h) {
+                let heads = crate::fused::Heads {
+                    query: heads,
+                    key_value: kv_heads,
+                };
+                crate::fused::attention(&q, &k, &v, &self.rope, heads)?
+            } else {
+                let split = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
+                    y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
+                };
+                let q = ops::rope(&split(q, heads)?, &cos, &sin)?;
+                let k = ops::rope(&split(k, kv_heads)?, &cos, &sin)?;
+                let k = ops::repeat_kv(&k, heads / kv_heads)?;
+                let v = ops::repeat_kv(&split(v, kv_heads)?, heads / kv_heads)?;
+                let probs = ops::causal_softmax(&(q.matmul(&k.t()?)? * scale)?)?;
                 probs
                     .matmul(&v)?
                     .transpose(1, 2)?
                     .contiguous()?
-                    .reshape((b, t, c.hidden_size))?;
+                    .reshape((b, t, heads * hd))?
+            };
             x = (x + layer.o.forward(&attn, train)?)?;
             let h = ops::rms_norm(&x, &layer.post_norm, c.rms_norm_eps)?;
             let gated = ops::swiglu(
