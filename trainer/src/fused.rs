@@ -1,24 +1,27 @@
 //! Fused CPU kernels with their backward passes, where composed candle ops spent most of a
 //! training step outside matrix products: the output projection with each row's target
-//! log-probability (the `[tokens, 49152]` logits of SmolLM2 never become a graph node), the
-//! attention softmax with its causal mask, RMSNorm, the rotary embedding, a projection
-//! whose backward skips frozen weights, and the SwiGLU gate ([`swiglu`]). Each is one parallel pass over rows forward and one
-//! backward. Other devices and dtypes fall back to the composed ops in [`crate::ops`]. The
-//! gradient check covers both paths.
+//! log-probability (the `[tokens, 49152]` logits of SmolLM2 never become a graph node),
+//! causal self-attention with its rotary embedding ([`attention`]), RMSNorm, a projection
+//! whose backward skips frozen weights, the same with a LoRA adapter ([`lora_linear`]) and
+//! the SwiGLU gate ([`swiglu`]). Each is one op forward and one backward, so candle's backward
+//! pass allocates and sums one gradient per op instead of one per elementary step. Other
+//! devices and dtypes fall back to the composed ops in [`crate::ops`]. The gradient check
+//! covers both paths.
 
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor,
-    WithDType,
+    CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor, WithDType,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use num_traits::Float;
 use rayon::prelude::*;
 
+use math::FastExp;
 use matmul::{Threads, View, product};
 
 mod attention;
 mod lora;
+mod math;
 mod matmul;
 mod swiglu;
 pub use attention::{Heads, RopeTables, attention};
@@ -46,6 +49,11 @@ fn slice<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
     Ok(&data[start..end])
 }
 
+/// A kernel's result as a tensor shaped like `like`.
+fn tensor<T: WithDType>(data: Vec<T>, like: &Tensor) -> Result<Tensor> {
+    Tensor::from_vec(data, like.shape(), like.device())
+}
+
 /// A backward kernel's two gradients as tensors shaped like its two inputs.
 fn shaped_like<T: WithDType>(
     (da, db): (Vec<T>, Vec<T>),
@@ -56,117 +64,6 @@ fn shaped_like<T: WithDType>(
         Tensor::from_vec(da, a.shape(), a.device())?,
         Tensor::from_vec(db, b.shape(), b.device())?,
     ))
-}
-
-// ---------------------------------------------------------------------------------------
-// log p(target) of each row, shared by the output projection below
-
-fn row_logsumexp<T: Float>(row: &[T]) -> T {
-    let max = row.iter().copied().fold(T::neg_infinity(), T::max);
-    let sum = row.iter().fold(T::zero(), |acc, &x| acc + (x - max).exp());
-    max + sum.ln()
-}
-
-fn target_logprob_fwd<T: Float + Send + Sync>(
-    logits: &[T],
-    vocab: usize,
-    targets: &[u32],
-) -> Vec<T> {
-    logits
-        .par_chunks(vocab)
-        .zip(targets.par_iter())
-        .map(|(row, &t)| row[t as usize] - row_logsumexp(row))
-        .collect()
-}
-
-// ---------------------------------------------------------------------------------------
-// causal softmax over attention scores `[..., t, t]`
-
-/// Softmax over the last dimension of scores `[..., t, t]` with positions `j > i` of row `i`
-/// masked out (probability 0).
-pub fn causal_softmax(scores: &Tensor) -> Result<Tensor> {
-    scores.contiguous()?.apply_op1(CausalSoftmax)
-}
-
-struct CausalSoftmax;
-
-fn causal_softmax_fwd<T: Float + Send + Sync>(x: &[T], t: usize) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(t)
-        .zip(x.par_chunks(t))
-        .enumerate()
-        .for_each(|(r, (out, row))| {
-            let keep = r % t + 1;
-            let max = row[..keep].iter().copied().fold(T::neg_infinity(), T::max);
-            let mut sum = T::zero();
-            for (o, &v) in out[..keep].iter_mut().zip(&row[..keep]) {
-                *o = (v - max).exp();
-                sum = sum + *o;
-            }
-            let inv = sum.recip();
-            for o in &mut out[..keep] {
-                *o = *o * inv;
-            }
-        });
-    out
-}
-
-fn softmax_bwd<T: Float + Send + Sync>(y: &[T], g: &[T], t: usize) -> Vec<T> {
-    let mut out = vec![T::zero(); y.len()];
-    out.par_chunks_mut(t)
-        .zip(y.par_chunks(t).zip(g.par_chunks(t)))
-        .for_each(|(out, (y, g))| {
-            let dot = y.iter().zip(g).fold(T::zero(), |acc, (&a, &b)| acc + a * b);
-            for ((o, &y), &g) in out.iter_mut().zip(y).zip(g) {
-                *o = y * (g - dot);
-            }
-        });
-    out
-}
-
-impl CustomOp1 for CausalSoftmax {
-    fn name(&self) -> &'static str {
-        "causal-softmax"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let dims = layout.shape().dims();
-        let t = dims[dims.len() - 1];
-        if dims.len() < 2 || dims[dims.len() - 2] != t {
-            candle_core::bail!("causal-softmax: expected square [..., t, t] scores");
-        }
-        let out = match storage {
-            CpuStorage::F32(v) => CpuStorage::F32(causal_softmax_fwd(slice(v, layout)?, t)),
-            CpuStorage::F64(v) => CpuStorage::F64(causal_softmax_fwd(slice(v, layout)?, t)),
-            _ => candle_core::bail!("causal-softmax: f32 or f64 only"),
-        };
-        Ok((out, layout.shape().clone()))
-    }
-
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let t = res.dim(candle_core::D::Minus1)?;
-        let grad = grad_res.contiguous()?;
-        let (ys, yl) = res.storage_and_layout();
-        let (gs, gl) = grad.storage_and_layout();
-        let out = match (&*ys, &*gs) {
-            (Storage::Cpu(CpuStorage::F32(y)), Storage::Cpu(CpuStorage::F32(g))) => {
-                Tensor::from_vec(
-                    softmax_bwd(slice(y, yl)?, slice(g, gl)?, t),
-                    res.shape(),
-                    res.device(),
-                )?
-            }
-            (Storage::Cpu(CpuStorage::F64(y)), Storage::Cpu(CpuStorage::F64(g))) => {
-                Tensor::from_vec(
-                    softmax_bwd(slice(y, yl)?, slice(g, gl)?, t),
-                    res.shape(),
-                    res.device(),
-                )?
-            }
-            _ => candle_core::bail!("causal-softmax backward: f32 or f64 CPU tensors only"),
-        };
-        Ok(Some(out))
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -378,184 +275,88 @@ impl CustomOp2 for Linear {
 }
 
 // ---------------------------------------------------------------------------------------
-// Rotary embedding (halves layout)
-
-/// Rotary embedding of `x` `[b, h, t, d]` with tables `cos`/`sin` `[t, d/2]`: dimension `i`
-/// pairs with `i + d/2`. One pass forward; the backward is the inverse rotation.
-pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let to_f64 = |t: &Tensor| -> Result<Vec<f64>> {
-        t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
-    };
-    x.contiguous()?.apply_op1(Rope {
-        cos: to_f64(cos)?,
-        sin: to_f64(sin)?,
-        inverse: false,
-    })
-}
-
-struct Rope {
-    /// `[t, d/2]`, row-major.
-    cos: Vec<f64>,
-    sin: Vec<f64>,
-    /// Rotate by minus the angle (the backward pass).
-    inverse: bool,
-}
-
-fn rope_apply<T: Float + Send + Sync>(
-    x: &[T],
-    cos: &[f64],
-    sin: &[f64],
-    t: usize,
-    d: usize,
-    inverse: bool,
-) -> Vec<T> {
-    let half = d / 2;
-    let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(d)
-        .zip(x.par_chunks(d))
-        .enumerate()
-        .for_each(|(r, (out, row))| {
-            let pos = r % t;
-            for i in 0..half {
-                let c = T::from(cos[pos * half + i]).unwrap_or_else(T::zero);
-                let mut s = T::from(sin[pos * half + i]).unwrap_or_else(T::zero);
-                if inverse {
-                    s = -s;
-                }
-                let (a, b) = (row[i], row[i + half]);
-                out[i] = a * c - b * s;
-                out[i + half] = b * c + a * s;
-            }
-        });
-    out
-}
-
-impl CustomOp1 for Rope {
-    fn name(&self) -> &'static str {
-        "rope"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (_, _, t, d) = layout.shape().dims4()?;
-        if self.cos.len() < t * d / 2 || d % 2 != 0 {
-            candle_core::bail!("rope: tables do not cover {t} positions of dimension {d}");
-        }
-        let out = match storage {
-            CpuStorage::F32(v) => CpuStorage::F32(rope_apply(
-                slice(v, layout)?,
-                &self.cos,
-                &self.sin,
-                t,
-                d,
-                self.inverse,
-            )),
-            CpuStorage::F64(v) => CpuStorage::F64(rope_apply(
-                slice(v, layout)?,
-                &self.cos,
-                &self.sin,
-                t,
-                d,
-                self.inverse,
-            )),
-            _ => candle_core::bail!("rope: f32 or f64 only"),
-        };
-        Ok((out, layout.shape().clone()))
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let inverse = Rope {
-            cos: self.cos.clone(),
-            sin: self.sin.clone(),
-            inverse: !self.inverse,
-        };
-        Ok(Some(
-            grad_res.detach().contiguous()?.apply_op1_no_bwd(&inverse)?,
-        ))
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // Output projection and log-probability of the target, fused
 
 /// `log_softmax(hidden W^T)[i, targets[i]]` for `hidden` `[n, h]` and the output weight `W`
-/// `[vocab, h]`, without the logits ever becoming a graph node: the forward keeps them, the
-/// backward turns them in place into their gradient and multiplies it out. Composed, the
-/// logits cost a 200 MB gradient, a 200 MB zero tensor to add it to, and a copy per step
+/// `[vocab, h]`, without the logits ever becoming a graph node: the forward turns them in place
+/// into `exp(logit - max)` and keeps them with each row's `1 / sum`, the backward turns those
+/// in place into the logits' gradient (no second exponential) and multiplies it out. Composed,
+/// the logits cost a 200 MB gradient, a 200 MB zero tensor to add it to, and a copy per step
 /// for SmolLM2 at 1024 tokens.
 pub fn output_logprobs(hidden: &Tensor, weight: &Tensor, targets: Vec<u32>) -> Result<Tensor> {
     hidden.contiguous()?.apply_op2(
         &weight.contiguous()?,
         OutputLogprob {
             targets,
-            logits: std::sync::Mutex::new(None),
+            saved: std::sync::Mutex::new(None),
         },
     )
 }
 
 struct OutputLogprob {
     targets: Vec<u32>,
-    /// The forward's logits `[n, vocab]`, taken by the backward.
-    logits: std::sync::Mutex<Option<CpuStorage>>,
+    /// From the forward pass, for the backward: `exp(logit - row max)` `[n, vocab]` and each
+    /// row's `1 / sum(exp(logit - row max))`.
+    saved: std::sync::Mutex<Option<(CpuStorage, CpuStorage)>>,
 }
 
-/// `dst[m, n] = lhs[m, k] * rhs[k, n]` (plain row-major product), or with `lhs` read
-/// transposed: `lhs` stored `[k, m]`.
-fn gemm_nn<T: 'static + Float>(
-    lhs: &[T],
-    rhs: &[T],
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs_transposed: bool,
-) -> Vec<T> {
-    let lhs = if lhs_transposed {
-        View::transposed(lhs, m)
-    } else {
-        View::rows(lhs, k)
-    };
-    product(lhs, View::rows(rhs, n), (m, n, k), Threads::All)
-}
-
-/// Forward: logits, then each row's log-probability of its target.
-fn output_fwd<T: 'static + Float + Send + Sync>(
+/// Forward: each row's log-probability of its target, the rows' exponentials (in place of the
+/// logits) and their inverse sums.
+fn output_fwd<T: FastExp>(
     h: &[T],
     w: &[T],
-    n: usize,
-    vocab: usize,
-    hidden: usize,
+    (n, vocab, hidden): (usize, usize, usize),
     targets: &[u32],
-) -> (Vec<T>, Vec<T>) {
-    let logits = gemm_nt(h, w, n, vocab, hidden);
-    let logp = target_logprob_fwd(&logits, vocab, targets);
-    (logits, logp)
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let mut exps = gemm_nt(h, w, n, vocab, hidden);
+    let (logp, inv_sums): (Vec<T>, Vec<T>) = exps
+        .par_chunks_mut(vocab)
+        .zip(targets.par_iter())
+        .map(|(row, &t)| {
+            let max = math::max(row);
+            let shifted_target = row[t as usize] - max;
+            let sum = math::exp_shifted_in_place(row, max);
+            (shifted_target - sum.ln(), sum.recip())
+        })
+        .unzip();
+    (logp, exps, inv_sums)
 }
 
-/// Backward: `dlogits = g (onehot - softmax)` in place, then `dh = dlogits W`,
-/// `dW = dlogits^T h`.
+/// Backward: `dlogits = g (onehot - softmax)` in place of the exponentials, then
+/// `dh = dlogits W`, `dW = dlogits^T h`.
 #[allow(clippy::too_many_arguments)]
-fn output_bwd<T: 'static + Float + Send + Sync>(
-    mut logits: Vec<T>,
+fn output_bwd<T: FastExp>(
+    (mut exps, inv_sums): (Vec<T>, Vec<T>),
     h: &[T],
     w: &[T],
     g: &[T],
     targets: &[u32],
-    n: usize,
-    vocab: usize,
-    hidden: usize,
+    (n, vocab, hidden): (usize, usize, usize),
     want_dw: bool,
 ) -> (Vec<T>, Option<Vec<T>>) {
-    logits
-        .par_chunks_mut(vocab)
-        .zip(targets.par_iter().zip(g.par_iter()))
-        .for_each(|(row, (&t, &g))| {
-            let lse = row_logsumexp(row);
+    exps.par_chunks_mut(vocab)
+        .zip(targets.par_iter().zip(g.par_iter().zip(&inv_sums)))
+        .for_each(|(row, (&t, (&g, &inv_sum)))| {
+            let factor = -g * inv_sum;
             for x in row.iter_mut() {
-                *x = -g * (*x - lse).exp();
+                *x = *x * factor;
             }
             row[t as usize] = row[t as usize] + g;
         });
-    let dh = gemm_nn(&logits, w, n, hidden, vocab, false);
-    let dw = want_dw.then(|| gemm_nn(&logits, h, vocab, hidden, n, true));
+    let dh = product(
+        View::rows(&exps, vocab),
+        View::rows(w, hidden),
+        (n, hidden, vocab),
+        Threads::All,
+    );
+    let dw = want_dw.then(|| {
+        product(
+            View::transposed(&exps, vocab),
+            View::rows(h, hidden),
+            (vocab, hidden, n),
+            Threads::All,
+        )
+    });
     (dh, dw)
 }
 
@@ -579,32 +380,27 @@ impl CustomOp2 for OutputLogprob {
         {
             candle_core::bail!("output-logprob: shapes or targets do not match");
         }
-        let (logits, logp) = match (s1, s2) {
+        let sizes = (n, vocab, hidden);
+        let (logp, saved) = match (s1, s2) {
             (CpuStorage::F32(h), CpuStorage::F32(w)) => {
-                let (l, p) = output_fwd(
-                    slice(h, l1)?,
-                    slice(w, l2)?,
-                    n,
-                    vocab,
-                    hidden,
-                    &self.targets,
-                );
-                (CpuStorage::F32(l), CpuStorage::F32(p))
+                let (logp, exps, inv) =
+                    output_fwd(slice(h, l1)?, slice(w, l2)?, sizes, &self.targets);
+                (
+                    CpuStorage::F32(logp),
+                    (CpuStorage::F32(exps), CpuStorage::F32(inv)),
+                )
             }
             (CpuStorage::F64(h), CpuStorage::F64(w)) => {
-                let (l, p) = output_fwd(
-                    slice(h, l1)?,
-                    slice(w, l2)?,
-                    n,
-                    vocab,
-                    hidden,
-                    &self.targets,
-                );
-                (CpuStorage::F64(l), CpuStorage::F64(p))
+                let (logp, exps, inv) =
+                    output_fwd(slice(h, l1)?, slice(w, l2)?, sizes, &self.targets);
+                (
+                    CpuStorage::F64(logp),
+                    (CpuStorage::F64(exps), CpuStorage::F64(inv)),
+                )
             }
             _ => candle_core::bail!("output-logprob: f32 or f64 only"),
         };
-        *self.logits.lock().expect("logits lock") = Some(logits);
+        *self.saved.lock().expect("output lock") = Some(saved);
         Ok((logp, Shape::from(n)))
     }
 
@@ -616,9 +412,9 @@ impl CustomOp2 for OutputLogprob {
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (n, hidden) = h.dims2()?;
-        let vocab = w.dim(0)?;
+        let sizes = (n, w.dim(0)?, hidden);
         let want_dw = w.track_op();
-        let saved = self.logits.lock().expect("logits lock").take();
+        let saved = self.saved.lock().expect("output lock").take();
         let grad = grad_res.contiguous()?;
         let (hs, hl) = h.storage_and_layout();
         let (ws, wl) = w.storage_and_layout();
@@ -628,59 +424,41 @@ impl CustomOp2 for OutputLogprob {
                 Storage::Cpu(CpuStorage::F32(hv)),
                 Storage::Cpu(CpuStorage::F32(wv)),
                 Storage::Cpu(CpuStorage::F32(gv)),
-                saved,
+                Some((CpuStorage::F32(exps), CpuStorage::F32(inv))),
             ) => {
                 let (hv, wv) = (slice(hv, hl)?, slice(wv, wl)?);
-                let logits = match saved {
-                    Some(CpuStorage::F32(l)) => l,
-                    _ => gemm_nt(hv, wv, n, vocab, hidden),
-                };
                 let (dh, dw) = output_bwd(
-                    logits,
+                    (exps, inv),
                     hv,
                     wv,
                     slice(gv, gl)?,
                     &self.targets,
-                    n,
-                    vocab,
-                    hidden,
+                    sizes,
                     want_dw,
                 );
-                (
-                    Tensor::from_vec(dh, h.shape(), h.device())?,
-                    dw.map(|dw| Tensor::from_vec(dw, w.shape(), w.device()))
-                        .transpose()?,
-                )
+                (tensor(dh, h)?, dw.map(|dw| tensor(dw, w)).transpose()?)
             }
             (
                 Storage::Cpu(CpuStorage::F64(hv)),
                 Storage::Cpu(CpuStorage::F64(wv)),
                 Storage::Cpu(CpuStorage::F64(gv)),
-                saved,
+                Some((CpuStorage::F64(exps), CpuStorage::F64(inv))),
             ) => {
                 let (hv, wv) = (slice(hv, hl)?, slice(wv, wl)?);
-                let logits = match saved {
-                    Some(CpuStorage::F64(l)) => l,
-                    _ => gemm_nt(hv, wv, n, vocab, hidden),
-                };
                 let (dh, dw) = output_bwd(
-                    logits,
+                    (exps, inv),
                     hv,
                     wv,
                     slice(gv, gl)?,
                     &self.targets,
-                    n,
-                    vocab,
-                    hidden,
+                    sizes,
                     want_dw,
                 );
-                (
-                    Tensor::from_vec(dh, h.shape(), h.device())?,
-                    dw.map(|dw| Tensor::from_vec(dw, w.shape(), w.device()))
-                        .transpose()?,
-                )
+                (tensor(dh, h)?, dw.map(|dw| tensor(dw, w)).transpose()?)
             }
-            _ => candle_core::bail!("output-logprob backward: f32 or f64 CPU tensors only"),
+            _ => candle_core::bail!(
+                "output-logprob backward: f32 or f64 CPU tensors, after one forward pass"
+            ),
         };
         Ok((h.track_op().then_some(dh), dw))
     }

@@ -65,9 +65,6 @@ pub fn rotary_tables(
 /// Rotary embedding in the Hugging Face "halves" layout: dimension `i` pairs with `i + d/2`.
 /// `x` is `[batch, heads, seq, head_dim]`, `cos`/`sin` `[seq, head_dim / 2]`.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    if crate::fused::applies(x) {
-        return crate::fused::rope(x, cos, sin);
-    }
     let half = x.dim(D::Minus1)? / 2;
     let x1 = x.narrow(D::Minus1, 0, half)?;
     let x2 = x.narrow(D::Minus1, half, half)?;
@@ -91,9 +88,6 @@ pub fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
 
 /// Softmax of attention scores `[b, h, t, t]` under a causal mask (row `i` sees `j <= i`).
 pub fn causal_softmax(scores: &Tensor) -> Result<Tensor> {
-    if crate::fused::applies(scores) {
-        return crate::fused::causal_softmax(scores);
-    }
     let (.., t) = scores.dims4()?;
     let mask = causal_mask(t, scores.dtype(), scores.device())?;
     softmax_last(&scores.broadcast_add(&mask)?)

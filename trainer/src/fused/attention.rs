@@ -15,6 +15,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor,
 use num_traits::Float;
 use rayon::prelude::*;
 
+use super::math::{self, FastExp};
 use super::matmul::{Threads, View, product};
 use super::slice;
 
@@ -141,16 +142,11 @@ fn rotate<T: Float>(row: &[T], dst: &mut [T], tables: &RopeTables, pos: usize, s
 
 /// Softmax of each row `i` of `s` `[t, t]` over columns `0..=i`, in place; columns past the
 /// diagonal become 0.
-fn causal_softmax_rows<T: Float>(s: &mut [T], t: usize) {
+fn causal_softmax_rows<T: FastExp>(s: &mut [T], t: usize) {
     for (i, row) in s.chunks_mut(t).enumerate() {
         let (keep, masked) = row.split_at_mut(i + 1);
-        let max = keep.iter().copied().fold(T::neg_infinity(), T::max);
-        let mut sum = T::zero();
-        for x in keep.iter_mut() {
-            *x = (*x - max).exp();
-            sum = sum + *x;
-        }
-        let inv = sum.recip();
+        let max = math::max(keep);
+        let inv = math::exp_shifted_in_place(keep, max).recip();
         keep.iter_mut().for_each(|x| *x = *x * inv);
         masked.iter_mut().for_each(|x| *x = T::zero());
     }
@@ -161,7 +157,7 @@ fn scale_of<T: Float>(d: usize) -> T {
 }
 
 /// Forward: the output `[b, t, heads * d]` and each (sequence, head)'s probabilities.
-fn forward<T: 'static + Float + Send + Sync>(
+fn forward<T: FastExp>(
     q: &[T],
     k: &[T],
     v: &[T],
@@ -206,7 +202,7 @@ fn forward<T: 'static + Float + Send + Sync>(
 
 /// Backward: gradients of `q`, `k`, `v` from the output's gradient `g`.
 #[allow(clippy::too_many_arguments)]
-fn backward<T: 'static + Float + Send + Sync>(
+fn backward<T: FastExp>(
     q: &[T],
     k: &[T],
     v: &[T],

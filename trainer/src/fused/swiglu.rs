@@ -6,9 +6,9 @@
 //! activations of every layer; fused, each direction reads its inputs once.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
-use num_traits::Float;
 use rayon::prelude::*;
 
+use super::math::FastExp;
 use super::{shaped_like, slice};
 
 /// `silu(gate) * up` for two tensors of one shape.
@@ -21,11 +21,11 @@ struct SwiGlu;
 /// Elements per parallel task: large enough that scheduling costs little.
 const CHUNK: usize = 4096;
 
-fn sigmoid<T: Float>(x: T) -> T {
-    (T::one() + (-x).exp()).recip()
+fn sigmoid<T: FastExp>(x: T) -> T {
+    (T::one() + (-x).fast_exp()).recip()
 }
 
-fn swiglu_fwd<T: Float + Send + Sync>(g: &[T], u: &[T]) -> Vec<T> {
+fn swiglu_fwd<T: FastExp>(g: &[T], u: &[T]) -> Vec<T> {
     let mut out = vec![T::zero(); g.len()];
     out.par_chunks_mut(CHUNK)
         .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
@@ -38,7 +38,7 @@ fn swiglu_fwd<T: Float + Send + Sync>(g: &[T], u: &[T]) -> Vec<T> {
 }
 
 /// With `s = sigmoid(g)`: `d up = dy * g * s` and `d gate = dy * up * s * (1 + g * (1 - s))`.
-fn swiglu_bwd<T: Float + Send + Sync>(g: &[T], u: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
+fn swiglu_bwd<T: FastExp>(g: &[T], u: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
     let mut dg = vec![T::zero(); g.len()];
     let mut du = vec![T::zero(); g.len()];
     dg.par_chunks_mut(CHUNK)
