@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use rand::{Rng, SeedableRng};
 use trainer::batch::{Sequence, pad};
 use trainer::optim::{AdamW, AdamWParams, grad_norm};
@@ -59,10 +59,7 @@ fn main() -> Result<()> {
         let _ = loss.to_scalar::<f32>()?;
         let t1 = Instant::now();
         let store = loss.backward()?;
-        let grads: Vec<Option<Tensor>> = vars
-            .iter()
-            .map(|v| store.get(v.as_tensor()).cloned())
-            .collect();
+        let grads = model.gradients(&store)?;
         drop(store);
         let t2 = Instant::now();
         let norm = grad_norm(&grads)?;

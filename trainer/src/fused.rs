@@ -20,11 +20,14 @@ use math::FastExp;
 use matmul::{Threads, View, product};
 
 mod attention;
+mod linear;
 mod lora;
 mod math;
 mod matmul;
 mod swiglu;
 pub use attention::{Heads, RopeTables, attention};
+use linear::SinkElement;
+pub use linear::{GradSink, linear};
 pub use lora::lora_linear;
 pub use swiglu::swiglu;
 
@@ -200,19 +203,6 @@ impl CustomOp2 for RmsNorm {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Linear projection whose backward skips frozen weights
-
-/// `x W^T` for `x` `[n, in]` and `W` `[out, in]`. candle's own matmul backward computes the
-/// gradient of both operands even when one is a frozen weight (a LoRA base, a tied output
-/// embedding): for LoRA that doubled the backward pass and allocated a gradient as large as
-/// the model. This op computes `W`'s gradient only when `W` is being trained.
-pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op2(&w.contiguous()?, Linear)
-}
-
-struct Linear;
-
 /// `dst[m, n] = lhs[m, k] * rhs^T` with `rhs` `[n, k]`, all row-major and contiguous.
 fn gemm_nt<T: 'static + Float>(lhs: &[T], rhs: &[T], m: usize, n: usize, k: usize) -> Vec<T> {
     product(
@@ -221,57 +211,6 @@ fn gemm_nt<T: 'static + Float>(lhs: &[T], rhs: &[T], m: usize, n: usize, k: usiz
         (m, n, k),
         Threads::All,
     )
-}
-
-impl CustomOp2 for Linear {
-    fn name(&self) -> &'static str {
-        "linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (n, k) = l1.shape().dims2()?;
-        let (out, k2) = l2.shape().dims2()?;
-        if k != k2 {
-            candle_core::bail!("linear: input width {k} does not match the weight's {k2}");
-        }
-        let y = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(w)) => {
-                CpuStorage::F32(gemm_nt(slice(x, l1)?, slice(w, l2)?, n, out, k))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w)) => {
-                CpuStorage::F64(gemm_nt(slice(x, l1)?, slice(w, l2)?, n, out, k))
-            }
-            _ => candle_core::bail!("linear: f32 or f64 only"),
-        };
-        Ok((y, Shape::from((n, out))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = grad_res.detach();
-        let dx = if x.track_op() {
-            Some(g.matmul(&w.detach())?)
-        } else {
-            None
-        };
-        let dw = if w.track_op() {
-            Some(g.t()?.matmul(&x.detach())?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -283,11 +222,18 @@ impl CustomOp2 for Linear {
 /// in place into the logits' gradient (no second exponential) and multiplies it out. Composed,
 /// the logits cost a 200 MB gradient, a 200 MB zero tensor to add it to, and a copy per step
 /// for SmolLM2 at 1024 tokens.
-pub fn output_logprobs(hidden: &Tensor, weight: &Tensor, targets: Vec<u32>) -> Result<Tensor> {
+/// With a `sink`, the weight's gradient goes there and not to candle's gradient store.
+pub fn output_logprobs(
+    hidden: &Tensor,
+    weight: &Tensor,
+    targets: Vec<u32>,
+    sink: Option<&GradSink>,
+) -> Result<Tensor> {
     hidden.contiguous()?.apply_op2(
         &weight.contiguous()?,
         OutputLogprob {
             targets,
+            sink: sink.cloned(),
             saved: std::sync::Mutex::new(None),
         },
     )
@@ -295,6 +241,7 @@ pub fn output_logprobs(hidden: &Tensor, weight: &Tensor, targets: Vec<u32>) -> R
 
 struct OutputLogprob {
     targets: Vec<u32>,
+    sink: Option<GradSink>,
     /// From the forward pass, for the backward: `exp(logit - row max)` `[n, vocab]` and each
     /// row's `1 / sum(exp(logit - row max))`.
     saved: std::sync::Mutex<Option<(CpuStorage, CpuStorage)>>,
@@ -325,14 +272,14 @@ fn output_fwd<T: FastExp>(
 /// Backward: `dlogits = g (onehot - softmax)` in place of the exponentials, then
 /// `dh = dlogits W`, `dW = dlogits^T h`.
 #[allow(clippy::too_many_arguments)]
-fn output_bwd<T: FastExp>(
+fn output_bwd<T: FastExp + SinkElement>(
     (mut exps, inv_sums): (Vec<T>, Vec<T>),
     h: &[T],
     w: &[T],
     g: &[T],
     targets: &[u32],
     (n, vocab, hidden): (usize, usize, usize),
-    want_dw: bool,
+    (want_dw, sink): (bool, Option<&GradSink>),
 ) -> (Vec<T>, Option<Vec<T>>) {
     exps.par_chunks_mut(vocab)
         .zip(targets.par_iter().zip(g.par_iter().zip(&inv_sums)))
@@ -349,14 +296,15 @@ fn output_bwd<T: FastExp>(
         (n, hidden, vocab),
         Threads::All,
     );
-    let dw = want_dw.then(|| {
-        product(
-            View::transposed(&exps, vocab),
-            View::rows(h, hidden),
-            (vocab, hidden, n),
-            Threads::All,
-        )
-    });
+    let (exps_t, h_rows) = (View::transposed(&exps, vocab), View::rows(h, hidden));
+    let dw = match (want_dw, sink) {
+        (false, _) => None,
+        (true, Some(sink)) => {
+            sink.add_product(exps_t, h_rows, (vocab, hidden, n));
+            None
+        }
+        (true, None) => Some(product(exps_t, h_rows, (vocab, hidden, n), Threads::All)),
+    };
     (dh, dw)
 }
 
@@ -434,7 +382,7 @@ impl CustomOp2 for OutputLogprob {
                     slice(gv, gl)?,
                     &self.targets,
                     sizes,
-                    want_dw,
+                    (want_dw, self.sink.as_ref()),
                 );
                 (tensor(dh, h)?, dw.map(|dw| tensor(dw, w)).transpose()?)
             }
@@ -452,7 +400,7 @@ impl CustomOp2 for OutputLogprob {
                     slice(gv, gl)?,
                     &self.targets,
                     sizes,
-                    want_dw,
+                    (want_dw, self.sink.as_ref()),
                 );
                 (tensor(dh, h)?, dw.map(|dw| tensor(dw, w)).transpose()?)
             }

@@ -80,7 +80,7 @@ impl Lora {
         crate::model::matmul_t(&down, self.b.as_tensor())
     }
 
-    /// `x W^T` plus the adapter's output, in one fused op, for `x` `[n, in]` on the CPU.
+    /// `x W^T` plus the adapter's output, in one fused op, for `x` `[..., in]` on the CPU.
     pub(crate) fn fused_with_base(&self, x: &Tensor, w: &Tensor, train: bool) -> Result<Tensor> {
         let dropout = if train { self.dropout } else { 0.0 };
         let seed = self.dropout_draws.fetch_add(1, Ordering::Relaxed);

@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::checkpoint::{LoraTensors, Weights};
 use crate::config::LlamaConfig;
+use crate::fused::GradSink;
 use crate::lora::{Lora, LoraConfig};
 use crate::ops;
 
@@ -27,21 +29,17 @@ struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
     lora: Option<Lora>,
+    /// Where the fused kernel leaves the weight's gradient (full fine-tuning).
+    sink: Option<GradSink>,
 }
 
 impl Linear {
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let fused = crate::fused::applies(x);
         let mut y = match &self.lora {
-            Some(lora) if crate::fused::applies(x) => {
-                let dims = x.dims();
-                let inner = dims[dims.len() - 1];
-                let x2 = x.reshape((x.elem_count() / inner, inner))?;
-                let mut out_dims = dims.to_vec();
-                *out_dims.last_mut().expect("at least 1-D") = self.weight.dim(0)?;
-                lora.fused_with_base(&x2, &self.weight, train)?
-                    .reshape(out_dims)?
-            }
+            Some(lora) if fused => lora.fused_with_base(x, &self.weight, train)?,
             Some(lora) => (matmul_t(x, &self.weight)? + lora.forward(x, train)?)?,
+            None if fused => crate::fused::linear(x, &self.weight, self.sink.as_ref())?,
             None => matmul_t(x, &self.weight)?,
         };
         if let Some(bias) = &self.bias {
@@ -63,15 +61,13 @@ impl Linear {
 /// product would also work but its backward pass materialises `W`'s gradient once per batch
 /// row and sums them.
 pub(crate) fn matmul_t(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    if crate::fused::applies(x) {
+        return crate::fused::linear(x, w, None);
+    }
     let dims = x.dims();
     let inner = dims[dims.len() - 1];
     let rows = x.elem_count() / inner;
-    let x2 = x.reshape((rows, inner))?;
-    let y = if crate::fused::applies(&x2) {
-        crate::fused::linear(&x2, w)?
-    } else {
-        x2.matmul(&w.t()?)?
-    };
+    let y = x.reshape((rows, inner))?.matmul(&w.t()?)?;
     let mut out_dims = dims.to_vec();
     *out_dims.last_mut().expect("at least 1-D") = w.dim(0)?;
     y.reshape(out_dims)
@@ -92,17 +88,19 @@ struct Layer {
 /// The decoder. Weights are held in the Hugging Face layout and names.
 pub struct Llama {
     config: LlamaConfig,
-    embed: Tensor,
+    embed: Param,
     layers: Vec<Layer>,
     norm: Tensor,
     /// `None` when the output projection is tied to the embedding.
-    lm_head: Option<Tensor>,
+    lm_head: Option<Param>,
     cos: Tensor,
     sin: Tensor,
     /// The same tables for the fused attention kernel.
     rope: crate::fused::RopeTables,
     /// Trainable parameters with their names (full weights or LoRA factors).
     trainable: Vec<(String, Var)>,
+    /// For each trainable parameter, the sink where fused kernels leave its gradient.
+    sinks: Vec<Option<GradSink>>,
     lora_config: Option<LoraConfig>,
 }
 
@@ -124,20 +122,27 @@ impl Llama {
         let full = matches!(tuning, Tuning::Full);
         let mut trainable = Vec::new();
         let mut base = Vec::new();
-        let mut take = |name: &str| -> Result<Tensor> {
+        let mut take = |name: &str| -> Result<Param> {
             let tensor = weights.get(name)?.clone();
             if full {
                 let var = Var::from_tensor(&tensor)?;
-                let t = var.as_tensor().clone();
-                base.push((name.to_string(), var));
-                Ok(t)
+                let sink = GradSink::default();
+                let param = Param {
+                    tensor: var.as_tensor().clone(),
+                    sink: Some(sink.clone()),
+                };
+                base.push((name.to_string(), var, sink));
+                Ok(param)
             } else {
-                Ok(tensor.detach())
+                Ok(Param {
+                    tensor: tensor.detach(),
+                    sink: None,
+                })
             }
         };
         let embed = take("model.embed_tokens.weight")?;
-        let device = embed.device().clone();
-        let dtype = embed.dtype();
+        let device = embed.tensor.device().clone();
+        let dtype = embed.tensor.dtype();
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         let mut lora_rng = crate::lora::init_rng(seed);
         for i in 0..config.num_hidden_layers {
@@ -145,10 +150,13 @@ impl Llama {
             let mut linears = Vec::with_capacity(PROJECTIONS.len());
             for proj in PROJECTIONS {
                 let module = format!("{p}.{proj}");
-                let weight = take(&format!("{module}.weight"))?;
+                let Param {
+                    tensor: weight,
+                    sink,
+                } = take(&format!("{module}.weight"))?;
                 let bias_name = format!("{module}.bias");
                 let bias = if weights.tensors.contains_key(&bias_name) {
-                    Some(take(&bias_name)?)
+                    Some(take(&bias_name)?.tensor)
                 } else {
                     None
                 };
@@ -162,15 +170,20 @@ impl Llama {
                     }
                     _ => None,
                 };
-                linears.push(Linear { weight, bias, lora });
+                linears.push(Linear {
+                    weight,
+                    bias,
+                    lora,
+                    sink,
+                });
             }
             let mut it = linears.into_iter();
             let mut next = || it.next().expect("seven projections");
             let (q, k, v, o, gate, up, down) =
                 (next(), next(), next(), next(), next(), next(), next());
             layers.push(Layer {
-                input_norm: take(&format!("{p}.input_layernorm.weight"))?,
-                post_norm: take(&format!("{p}.post_attention_layernorm.weight"))?,
+                input_norm: take(&format!("{p}.input_layernorm.weight"))?.tensor,
+                post_norm: take(&format!("{p}.post_attention_layernorm.weight"))?.tensor,
                 q,
                 k,
                 v,
@@ -180,7 +193,7 @@ impl Llama {
                 down,
             });
         }
-        let norm = take("model.norm.weight")?;
+        let norm = take("model.norm.weight")?.tensor;
         let lm_head =
             if config.tie_word_embeddings || !weights.tensors.contains_key("lm_head.weight") {
                 None
@@ -202,7 +215,11 @@ impl Llama {
             Tuning::Lora(lc) => Some(lc.clone()),
             _ => None,
         };
-        trainable.extend(base);
+        let mut sinks: Vec<Option<GradSink>> = vec![None; trainable.len()];
+        for (name, var, sink) in base {
+            trainable.push((name, var));
+            sinks.push(Some(sink));
+        }
         if let Tuning::Lora(lc) = tuning
             && trainable.is_empty()
         {
@@ -221,6 +238,7 @@ impl Llama {
             sin,
             rope,
             trainable,
+            sinks,
             lora_config,
         })
     }
@@ -230,11 +248,11 @@ impl Llama {
     }
 
     pub fn device(&self) -> &Device {
-        self.embed.device()
+        self.embed.tensor.device()
     }
 
     pub fn dtype(&self) -> DType {
-        self.embed.dtype()
+        self.embed.tensor.dtype()
     }
 
     /// The trainable parameters with their names.
@@ -259,6 +277,7 @@ impl Llama {
         let scale = 1.0 / (hd as f64).sqrt();
         let mut x = self
             .embed
+            .tensor
             .index_select(&tokens.flatten_all()?, 0)?
             .reshape((b, t, c.hidden_size))?;
         for layer in &self.layers {
@@ -302,8 +321,7 @@ impl Llama {
 
     /// Output logits for hidden states `[..., hidden]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        Ok(matmul_t(hidden, head)?)
+        Ok(matmul_t(hidden, &self.head().tensor)?)
     }
 
     /// Logits `[b, t, vocab]` at every position.
@@ -336,9 +354,10 @@ impl Llama {
             .narrow(1, 1, t - 1)?
             .flatten_all()?
             .index_select(&index, 0)?;
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        let head = self.head();
         let picked = if crate::fused::applies(&selected) {
-            crate::fused::output_logprobs(&selected, head, targets.to_vec1::<u32>()?)?
+            let targets = targets.to_vec1::<u32>()?;
+            crate::fused::output_logprobs(&selected, &head.tensor, targets, head.sink.as_ref())?
         } else {
             ops::target_logprobs(&self.logits(&selected)?, &targets)?
         };
@@ -351,10 +370,13 @@ impl Llama {
     /// Current weights with Hugging Face names, LoRA merged in.
     pub fn merged_weights(&self) -> Result<BTreeMap<String, Tensor>> {
         let mut out = BTreeMap::new();
-        out.insert("model.embed_tokens.weight".into(), self.embed.detach());
+        out.insert(
+            "model.embed_tokens.weight".into(),
+            self.embed.tensor.detach(),
+        );
         out.insert("model.norm.weight".into(), self.norm.detach());
         if let Some(head) = &self.lm_head {
-            out.insert("lm_head.weight".into(), head.detach());
+            out.insert("lm_head.weight".into(), head.tensor.detach());
         }
         for (i, layer) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
@@ -399,6 +421,32 @@ impl Llama {
         })
     }
 
+    /// The output projection: its own weight, or the embedding when tied.
+    fn head(&self) -> &Param {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// The gradient of each trainable parameter (in [`Llama::trainable`]'s order) after a
+    /// backward pass: what candle's store holds plus what the fused kernels left in their
+    /// sinks, which this empties (call it once per backward pass).
+    pub fn gradients(&self, store: &GradStore) -> Result<Vec<Option<Tensor>>> {
+        self.trainable
+            .iter()
+            .zip(&self.sinks)
+            .map(|((_, var), sink)| {
+                let stored = store.get(var.as_tensor()).cloned();
+                let sunk = match sink {
+                    Some(sink) => sink.take(var.as_tensor())?,
+                    None => None,
+                };
+                Ok(match (stored, sunk) {
+                    (Some(a), Some(b)) => Some((a + b)?),
+                    (a, b) => a.or(b),
+                })
+            })
+            .collect()
+    }
+
     /// Replaces trainable values (a checkpoint restore, or tests).
     pub fn set_trainable(&self, name: &str, value: &Tensor) -> Result<()> {
         let (_, var) = self
@@ -409,6 +457,12 @@ impl Llama {
         var.set(value)?;
         Ok(())
     }
+}
+
+/// A weight and, when it trains in full, the sink for its gradient.
+struct Param {
+    tensor: Tensor,
+    sink: Option<GradSink>,
 }
 
 impl Layer {

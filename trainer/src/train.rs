@@ -330,11 +330,11 @@ fn run(
                     acc.accuracy += s.accuracy;
                 }
                 let store = mb.loss.backward()?;
-                for (slot, var) in grads.iter_mut().zip(&vars) {
-                    if let Some(g) = store.get(var.as_tensor()) {
+                for (slot, g) in grads.iter_mut().zip(model.gradients(&store)?) {
+                    if let Some(g) = g {
                         *slot = Some(match slot.take() {
                             Some(acc) => (acc + g)?,
-                            None => g.clone(),
+                            None => g,
                         });
                     }
                 }

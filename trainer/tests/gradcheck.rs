@@ -118,13 +118,12 @@ fn check_once(model: &Llama, kinds: &[&str]) -> Result<()> {
     let dev = Device::Cpu;
     let tokens = Tensor::new(&[[1u32, 5, 7, 2, 9, 3], [4, 4, 10, 0, 6, 8]], &dev)?;
     let mask = Tensor::new(&[[0f64, 1., 1., 1., 1.], [1., 1., 0., 1., 1.]], &dev)?;
-    let grads = loss(model, &tokens, &mask)?.backward()?;
+    let grads = model.gradients(&loss(model, &tokens, &mask)?.backward()?)?;
     let mut seen = std::collections::BTreeSet::new();
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    for (name, var) in model.trainable() {
-        let grad = grads
-            .get(var.as_tensor())
-            .unwrap_or_else(|| panic!("{name}: no gradient (cut by an op without backward)"));
+    for ((name, var), grad) in model.trainable().iter().zip(grads) {
+        let grad =
+            grad.unwrap_or_else(|| panic!("{name}: no gradient (cut by an op without backward)"));
         let grad = grad.flatten_all()?.to_vec1::<f64>()?;
         let original = var.as_tensor().copy()?;
         let flat = original.flatten_all()?.to_vec1::<f64>()?;

@@ -11,13 +11,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use num_traits::Float;
 use rayon::prelude::*;
 
 use super::math::{self, FastExp};
 use super::matmul::{Threads, View, product};
-use super::slice;
+use super::{slice, tensor};
 
 /// Rotary tables in the Hugging Face "halves" layout (dimension `i` pairs with `i + d/2`),
 /// row-major `[positions, d/2]`, in f64 so that one table serves f32 and f64.
@@ -298,10 +298,6 @@ impl Attention {
             kv_heads,
         })
     }
-}
-
-fn tensor<T: WithDType>(data: Vec<T>, like: &Tensor) -> Result<Tensor> {
-    Tensor::from_vec(data, like.shape(), like.device())
 }
 
 impl CustomOp3 for Attention {

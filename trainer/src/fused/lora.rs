@@ -14,9 +14,9 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use super::matmul::{Threads, View, gemm_into, product};
-use super::slice;
+use super::{slice, tensor};
 
-/// `x W^T + scale * (dropout(x) A^T) B^T` for `x` `[n, in]`, the frozen `W` `[out, in]`, `A`
+/// `x W^T + scale * (dropout(x) A^T) B^T` for `x` `[..., in]`, the frozen `W` `[out, in]`, `A`
 /// `[r, in]` and `B` `[out, r]`. `dropout` is the probability of zeroing an input element of the
 /// adapter's path (0 outside training); kept elements are scaled by `1 / (1 - dropout)`, and
 /// `seed` draws which (the same seed, the same elements).
@@ -212,22 +212,23 @@ fn backward<T: 'static + Float + Send + Sync>(
 
 impl LoraLinear {
     fn dims(&self, x: &Layout, a: &Layout, b: &Layout) -> Result<Dims> {
-        let (n, inp) = x.shape().dims2()?;
+        let x_dims = x.shape().dims();
+        let inp = x_dims.last().copied().unwrap_or(0);
+        let n = x.shape().elem_count() / inp.max(1);
         let (out, w_inp) = self.weight.dims2()?;
         let (r, a_inp) = a.shape().dims2()?;
         let (b_out, b_r) = b.shape().dims2()?;
         if w_inp != inp || a_inp != inp || b_out != out || b_r != r {
             candle_core::bail!(
-                "lora: input [{n}, {inp}], weight [{out}, {w_inp}], A [{r}, {a_inp}], B [{b_out}, {b_r}] do not fit"
+                "lora: input {x_dims:?}, weight [{out}, {w_inp}], A [{r}, {a_inp}], B [{b_out}, {b_r}] do not fit"
             );
         }
         Ok(Dims { n, inp, out, r })
     }
 }
 
-fn tensor<T: WithDType>(data: Option<Vec<T>>, like: &Tensor) -> Result<Option<Tensor>> {
-    data.map(|d| Tensor::from_vec(d, like.shape(), like.device()))
-        .transpose()
+fn optional_tensor<T: WithDType>(data: Option<Vec<T>>, like: &Tensor) -> Result<Option<Tensor>> {
+    data.map(|d| tensor(d, like)).transpose()
 }
 
 impl CustomOp3 for LoraLinear {
@@ -284,7 +285,9 @@ impl CustomOp3 for LoraLinear {
             _ => candle_core::bail!("lora: f32 or f64 CPU tensors of one dtype only"),
         };
         *self.saved.lock().expect("lora lock") = Some(saved);
-        Ok((y, Shape::from((n.n, n.out))))
+        let mut out_dims = l1.shape().dims().to_vec();
+        *out_dims.last_mut().expect("checked in dims") = n.out;
+        Ok((y, Shape::from(out_dims)))
     }
 
     fn bwd(
@@ -324,7 +327,11 @@ impl CustomOp3 for LoraLinear {
                     self.scale,
                     want,
                 );
-                (tensor(dx, x)?, tensor(da, a)?, tensor(db, b)?)
+                (
+                    optional_tensor(dx, x)?,
+                    optional_tensor(da, a)?,
+                    optional_tensor(db, b)?,
+                )
             }
             (
                 Storage::Cpu(CpuStorage::F64(xv)),
@@ -345,7 +352,11 @@ impl CustomOp3 for LoraLinear {
                     self.scale,
                     want,
                 );
-                (tensor(dx, x)?, tensor(da, a)?, tensor(db, b)?)
+                (
+                    optional_tensor(dx, x)?,
+                    optional_tensor(da, a)?,
+                    optional_tensor(db, b)?,
+                )
             }
             _ => {
                 candle_core::bail!("lora backward: f32 or f64 CPU tensors, after one forward pass")

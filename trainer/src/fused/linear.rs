@@ -1,0 +1,236 @@
+//! A projection `x W^T` whose backward computes only the gradients that are wanted, and can
+//! leave the weight's gradient in a [`GradSink`] instead of candle's gradient store.
+//!
+//! candle's own matmul backward computes the gradient of both operands even when one is a
+//! frozen weight (a LoRA base, a tied output embedding): for LoRA that doubled the backward pass
+//! and allocated a gradient as large as the model. And candle's gradient store adds every
+//! gradient it receives to a freshly zeroed tensor of the same size: for full fine-tuning of
+//! SmolLM2 that is a zero fill and an extra pass over 106 million weights a step. A sink takes
+//! the product straight into its buffer (accumulating in place when a second backward pass
+//! comes before the buffer is taken). The op also takes inputs of any rank (`[..., in]`) so that
+//! no reshape node (one more zero-and-add in the backward pass) stands between layers.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+use num_traits::Float;
+
+use super::matmul::{Threads, View, gemm_into, product};
+use super::{slice, tensor};
+
+/// Holds a weight's gradient, filled by the fused kernels' backward passes.
+#[derive(Clone, Default)]
+pub struct GradSink(Arc<Mutex<Option<Buffer>>>);
+
+pub(super) enum Buffer {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl GradSink {
+    /// The gradient collected since the last call (shaped like `like`), or `None`.
+    pub fn take(&self, like: &Tensor) -> Result<Option<Tensor>> {
+        let taken = self.0.lock().expect("gradient sink lock").take();
+        match taken {
+            None => Ok(None),
+            Some(Buffer::F32(v)) => tensor(v, like).map(Some),
+            Some(Buffer::F64(v)) => tensor(v, like).map(Some),
+        }
+    }
+
+    /// Adds `lhs * rhs` (`[m, k] x [k, n]`) to the collected gradient.
+    pub(super) fn add_product<T: SinkElement>(
+        &self,
+        lhs: View<T>,
+        rhs: View<T>,
+        dims: (usize, usize, usize),
+    ) {
+        let mut guard = self.0.lock().expect("gradient sink lock");
+        match guard.as_mut().and_then(T::vec_mut) {
+            Some(collected) => gemm_into(collected, lhs, rhs, dims, true, T::one(), Threads::All),
+            None => *guard = Some(T::wrap(product(lhs, rhs, dims, Threads::All))),
+        }
+    }
+}
+
+/// The element types a sink holds.
+pub(super) trait SinkElement: Float + Send + Sync + 'static {
+    fn wrap(v: Vec<Self>) -> Buffer;
+    fn vec_mut(b: &mut Buffer) -> Option<&mut Vec<Self>>;
+}
+
+impl SinkElement for f32 {
+    fn wrap(v: Vec<f32>) -> Buffer {
+        Buffer::F32(v)
+    }
+
+    fn vec_mut(b: &mut Buffer) -> Option<&mut Vec<f32>> {
+        match b {
+            Buffer::F32(v) => Some(v),
+            Buffer::F64(_) => None,
+        }
+    }
+}
+
+impl SinkElement for f64 {
+    fn wrap(v: Vec<f64>) -> Buffer {
+        Buffer::F64(v)
+    }
+
+    fn vec_mut(b: &mut Buffer) -> Option<&mut Vec<f64>> {
+        match b {
+            Buffer::F64(v) => Some(v),
+            Buffer::F32(_) => None,
+        }
+    }
+}
+
+/// `x W^T` for `x` `[..., in]` and `W` `[out, in]`, giving `[..., out]`. With a `sink`, `W`'s
+/// gradient goes there and not to candle's gradient store.
+pub fn linear(x: &Tensor, w: &Tensor, sink: Option<&GradSink>) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(
+        &w.contiguous()?,
+        Linear {
+            sink: sink.cloned(),
+        },
+    )
+}
+
+struct Linear {
+    sink: Option<GradSink>,
+}
+
+/// Rows, input width and output width of a call.
+fn dims(x: &Layout, w: &Layout) -> Result<(usize, usize, usize)> {
+    let (out, k) = w.shape().dims2()?;
+    let x_dims = x.shape().dims();
+    if x_dims.last() != Some(&k) {
+        candle_core::bail!(
+            "linear: input {:?} does not end in the weight's width {k}",
+            x_dims
+        );
+    }
+    Ok((x.shape().elem_count() / k.max(1), k, out))
+}
+
+fn forward<T: 'static + Float>(x: &[T], w: &[T], (n, k, out): (usize, usize, usize)) -> Vec<T> {
+    product(
+        View::rows(x, k),
+        View::transposed(w, k),
+        (n, out, k),
+        Threads::All,
+    )
+}
+
+/// `dx = g W` when wanted; `dW = g^T x` into the sink, or returned when wanted without one.
+fn backward<T: SinkElement>(
+    x: &[T],
+    w: &[T],
+    g: &[T],
+    (n, k, out): (usize, usize, usize),
+    (want_dx, want_dw): (bool, bool),
+    sink: Option<&GradSink>,
+) -> (Option<Vec<T>>, Option<Vec<T>>) {
+    let dx = want_dx.then(|| {
+        product(
+            View::rows(g, out),
+            View::rows(w, k),
+            (n, k, out),
+            Threads::All,
+        )
+    });
+    let (g_t, x_rows) = (View::transposed(g, out), View::rows(x, k));
+    let dw = match (want_dw, sink) {
+        (false, _) => None,
+        (true, Some(sink)) => {
+            sink.add_product(g_t, x_rows, (out, k, n));
+            None
+        }
+        (true, None) => Some(product(g_t, x_rows, (out, k, n), Threads::All)),
+    };
+    (dx, dw)
+}
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let sizes = dims(l1, l2)?;
+        let y = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(w)) => {
+                CpuStorage::F32(forward(slice(x, l1)?, slice(w, l2)?, sizes))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w)) => {
+                CpuStorage::F64(forward(slice(x, l1)?, slice(w, l2)?, sizes))
+            }
+            _ => candle_core::bail!("linear: f32 or f64 only"),
+        };
+        let mut out_dims = l1.shape().dims().to_vec();
+        *out_dims.last_mut().expect("checked in dims") = sizes.2;
+        Ok((y, Shape::from(out_dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad_res.contiguous()?;
+        let want = (x.track_op(), w.track_op());
+        let sink = self.sink.as_ref();
+        let (xs, xl) = x.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        let (gs, gl) = grad.storage_and_layout();
+        let sizes = dims(xl, wl)?;
+        let (dx, dw) = match (&*xs, &*ws, &*gs) {
+            (
+                Storage::Cpu(CpuStorage::F32(xv)),
+                Storage::Cpu(CpuStorage::F32(wv)),
+                Storage::Cpu(CpuStorage::F32(gv)),
+            ) => {
+                let (dx, dw) = backward(
+                    slice(xv, xl)?,
+                    slice(wv, wl)?,
+                    slice(gv, gl)?,
+                    sizes,
+                    want,
+                    sink,
+                );
+                (
+                    dx.map(|d| tensor(d, x)).transpose()?,
+                    dw.map(|d| tensor(d, w)).transpose()?,
+                )
+            }
+            (
+                Storage::Cpu(CpuStorage::F64(xv)),
+                Storage::Cpu(CpuStorage::F64(wv)),
+                Storage::Cpu(CpuStorage::F64(gv)),
+            ) => {
+                let (dx, dw) = backward(
+                    slice(xv, xl)?,
+                    slice(wv, wl)?,
+                    slice(gv, gl)?,
+                    sizes,
+                    want,
+                    sink,
+                );
+                (
+                    dx.map(|d| tensor(d, x)).transpose()?,
+                    dw.map(|d| tensor(d, w)).transpose()?,
+                )
+            }
+            _ => candle_core::bail!("linear backward: f32 or f64 CPU tensors only"),
+        };
+        Ok((dx, dw))
+    }
+}
