@@ -16,7 +16,7 @@ use trainer::{Llama, LoraConfig, Tuning, Weights};
 type Timing = (Duration, Duration, Duration, Duration);
 
 fn main() -> Result<()> {
-    trainer::memory::keep_freed_memory();
+    trainer::process::prepare_for_training();
     let args: Vec<String> = std::env::args().collect();
     let model_path = args
         .get(1)

@@ -11,7 +11,7 @@ pub mod data;
 pub mod fused;
 pub mod job;
 pub mod lora;
-pub mod memory;
+pub mod process;
 pub mod model;
 pub mod ops;
 pub mod optim;

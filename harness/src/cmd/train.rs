@@ -9,7 +9,7 @@ use trainer::{LoraConfig, Tuning};
 use super::train_args::{ExportType, TrainArgs, TrainMethod};
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    trainer::memory::keep_freed_memory();
+    trainer::process::prepare_for_training();
     if let Some(threads) = args.threads {
         // candle's CPU kernels and the optimizer run on rayon's global pool.
         rayon::ThreadPoolBuilder::new()
