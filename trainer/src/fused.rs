@@ -20,15 +20,19 @@ use math::FastExp;
 use matmul::{Threads, View, product};
 
 mod attention;
+mod embedding;
 mod linear;
 mod lora;
 mod math;
 mod matmul;
+mod sink;
 mod swiglu;
 pub use attention::{Heads, RopeTables, attention};
-use linear::SinkElement;
-pub use linear::{GradSink, linear};
+pub use embedding::embedding;
+pub use linear::linear;
 pub use lora::lora_linear;
+pub use sink::GradSink;
+use sink::SinkElement;
 pub use swiglu::swiglu;
 
 static DISABLED: AtomicBool = AtomicBool::new(false);

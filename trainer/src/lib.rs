@@ -11,10 +11,10 @@ pub mod data;
 pub mod fused;
 pub mod job;
 pub mod lora;
-pub mod process;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod process;
 pub mod train;
 
 pub use checkpoint::Weights;

@@ -275,11 +275,15 @@ impl Llama {
         let cos = self.cos.narrow(0, 0, t)?;
         let sin = self.sin.narrow(0, 0, t)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let mut x = self
-            .embed
-            .tensor
-            .index_select(&tokens.flatten_all()?, 0)?
-            .reshape((b, t, c.hidden_size))?;
+        let mut x = if crate::fused::applies(&self.embed.tensor) {
+            let ids = tokens.flatten_all()?.to_vec1::<u32>()?;
+            crate::fused::embedding(&self.embed.tensor, ids, &[b, t], self.embed.sink.as_ref())?
+        } else {
+            self.embed
+                .tensor
+                .index_select(&tokens.flatten_all()?, 0)?
+                .reshape((b, t, c.hidden_size))?
+        };
         for layer in &self.layers {
             let h = ops::rms_norm(&x, &layer.input_norm, c.rms_norm_eps)?;
             let (q, k, v) = (

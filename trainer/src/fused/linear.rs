@@ -10,80 +10,12 @@
 //! comes before the buffer is taken). The op also takes inputs of any rank (`[..., in]`) so that
 //! no reshape node (one more zero-and-add in the backward pass) stands between layers.
 
-use std::sync::{Arc, Mutex};
-
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use num_traits::Float;
 
-use super::matmul::{Threads, View, gemm_into, product};
+use super::matmul::{Threads, View, product};
+use super::sink::{GradSink, SinkElement};
 use super::{slice, tensor};
-
-/// Holds a weight's gradient, filled by the fused kernels' backward passes.
-#[derive(Clone, Default)]
-pub struct GradSink(Arc<Mutex<Option<Buffer>>>);
-
-pub(super) enum Buffer {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-}
-
-impl GradSink {
-    /// The gradient collected since the last call (shaped like `like`), or `None`.
-    pub fn take(&self, like: &Tensor) -> Result<Option<Tensor>> {
-        let taken = self.0.lock().expect("gradient sink lock").take();
-        match taken {
-            None => Ok(None),
-            Some(Buffer::F32(v)) => tensor(v, like).map(Some),
-            Some(Buffer::F64(v)) => tensor(v, like).map(Some),
-        }
-    }
-
-    /// Adds `lhs * rhs` (`[m, k] x [k, n]`) to the collected gradient.
-    pub(super) fn add_product<T: SinkElement>(
-        &self,
-        lhs: View<T>,
-        rhs: View<T>,
-        dims: (usize, usize, usize),
-    ) {
-        let mut guard = self.0.lock().expect("gradient sink lock");
-        match guard.as_mut().and_then(T::vec_mut) {
-            Some(collected) => gemm_into(collected, lhs, rhs, dims, true, T::one(), Threads::All),
-            None => *guard = Some(T::wrap(product(lhs, rhs, dims, Threads::All))),
-        }
-    }
-}
-
-/// The element types a sink holds.
-pub(super) trait SinkElement: Float + Send + Sync + 'static {
-    fn wrap(v: Vec<Self>) -> Buffer;
-    fn vec_mut(b: &mut Buffer) -> Option<&mut Vec<Self>>;
-}
-
-impl SinkElement for f32 {
-    fn wrap(v: Vec<f32>) -> Buffer {
-        Buffer::F32(v)
-    }
-
-    fn vec_mut(b: &mut Buffer) -> Option<&mut Vec<f32>> {
-        match b {
-            Buffer::F32(v) => Some(v),
-            Buffer::F64(_) => None,
-        }
-    }
-}
-
-impl SinkElement for f64 {
-    fn wrap(v: Vec<f64>) -> Buffer {
-        Buffer::F64(v)
-    }
-
-    fn vec_mut(b: &mut Buffer) -> Option<&mut Vec<f64>> {
-        match b {
-            Buffer::F64(v) => Some(v),
-            Buffer::F32(_) => None,
-        }
-    }
-}
 
 /// `x W^T` for `x` `[..., in]` and `W` `[out, in]`, giving `[..., out]`. With a `sink`, `W`'s
 /// gradient goes there and not to candle's gradient store.
