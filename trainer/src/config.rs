@@ -35,6 +35,103 @@ pub struct LlamaConfig {
     /// q/k/v projections carry a bias (Qwen2).
     #[serde(default)]
     pub attention_bias: bool,
+    /// How the rotary frequencies are stretched for long contexts (Llama 3.1 and later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
+}
+
+/// A change to the rotary embedding's frequencies `theta^(-2i/d)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rope_type", rename_all = "lowercase")]
+pub enum RopeScaling {
+    /// Every frequency divided by `factor` (Hugging Face `"linear"`).
+    Linear { factor: f64 },
+    /// Llama 3.1's: low frequencies divided by `factor`, high ones kept, a smooth blend between
+    /// (Hugging Face `"llama3"`).
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: usize,
+    },
+    /// One divisor per frequency: how llama.cpp stores Llama 3.1's scaling in a GGUF (the
+    /// `rope_freqs.weight` tensor).
+    Divisors { divisors: Vec<f64> },
+}
+
+impl RopeScaling {
+    /// Applies the scaling to the unscaled frequencies.
+    pub fn apply(&self, inv_freq: &mut [f64]) -> Result<()> {
+        match self {
+            RopeScaling::Linear { factor } => inv_freq.iter_mut().for_each(|f| *f /= factor),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                let context = *original_max_position_embeddings as f64;
+                let (low_wavelen, high_wavelen) =
+                    (context / low_freq_factor, context / high_freq_factor);
+                for f in inv_freq.iter_mut() {
+                    let wavelen = 2.0 * std::f64::consts::PI / *f;
+                    if wavelen > low_wavelen {
+                        *f /= factor;
+                    } else if wavelen >= high_wavelen {
+                        let smooth = (context / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
+                        *f = (1.0 - smooth) * *f / factor + smooth * *f;
+                    }
+                }
+            }
+            RopeScaling::Divisors { divisors } => {
+                if divisors.len() != inv_freq.len() {
+                    bail!(
+                        "rope_freqs has {} divisors for {} rotary frequencies",
+                        divisors.len(),
+                        inv_freq.len()
+                    );
+                }
+                inv_freq.iter_mut().zip(divisors).for_each(|(f, d)| *f /= d);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a Hugging Face `rope_scaling` object (`null` or absent: none).
+    fn from_hf(value: &serde_json::Value) -> Result<Option<Self>> {
+        if value.is_null() {
+            return Ok(None);
+        }
+        let kind = value
+            .get("rope_type")
+            .or_else(|| value.get("type"))
+            .and_then(|v| v.as_str())
+            .context("rope_scaling has no rope_type")?;
+        let number = |key: &str| -> Result<f64> {
+            value
+                .get(key)
+                .and_then(|v| v.as_f64())
+                .with_context(|| format!("rope_scaling ({kind}) lacks the number {key}"))
+        };
+        Ok(Some(match kind {
+            "default" => return Ok(None),
+            "linear" => RopeScaling::Linear {
+                factor: number("factor")?,
+            },
+            "llama3" => RopeScaling::Llama3 {
+                factor: number("factor")?,
+                low_freq_factor: number("low_freq_factor")?,
+                high_freq_factor: number("high_freq_factor")?,
+                original_max_position_embeddings: number("original_max_position_embeddings")?
+                    as usize,
+            },
+            other => bail!(
+                "rope_scaling type `{other}` is not supported (linear and llama3 are): the \
+                 model's positions would be wrong"
+            ),
+        }))
+    }
 }
 
 impl LlamaConfig {
@@ -121,6 +218,17 @@ impl LlamaConfig {
             max_position_embeddings: int("context_length").unwrap_or(2048),
             tie_word_embeddings,
             attention_bias,
+            rope_scaling: match metadata
+                .get(&format!("{arch}.rope.scaling.type"))
+                .and_then(|v| v.to_string().ok())
+                .map(String::as_str)
+            {
+                None | Some("none") => None,
+                Some("linear") => Some(RopeScaling::Linear {
+                    factor: float("rope.scaling.factor", 1.0),
+                }),
+                Some(other) => bail!("GGUF rope scaling `{other}` is not supported (linear is)"),
+            },
         };
         config.validate()?;
         Ok((config, rope))
@@ -143,6 +251,8 @@ impl LlamaConfig {
             tie_word_embeddings: Option<bool>,
             attention_bias: Option<bool>,
             model_type: Option<String>,
+            #[serde(default)]
+            rope_scaling: serde_json::Value,
         }
         let hf: Hf = serde_json::from_str(text).context("config.json")?;
         let qwen = hf.model_type.as_deref() == Some("qwen2");
@@ -158,14 +268,23 @@ impl LlamaConfig {
             max_position_embeddings: hf.max_position_embeddings.unwrap_or(2048),
             tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
             attention_bias: hf.attention_bias.unwrap_or(qwen),
+            rope_scaling: RopeScaling::from_hf(&hf.rope_scaling)?,
         };
         config.validate()?;
         Ok(config)
     }
 
     /// A Hugging Face `config.json` for the merged export.
-    pub fn to_hf_json(&self) -> serde_json::Value {
-        serde_json::json!({
+    pub fn to_hf_json(&self) -> Result<serde_json::Value> {
+        let rope_scaling = match &self.rope_scaling {
+            None => serde_json::Value::Null,
+            Some(RopeScaling::Divisors { .. }) => bail!(
+                "the model's rotary scaling came as llama.cpp's per-frequency divisors, which a \
+                 Hugging Face config.json cannot state: export it as GGUF"
+            ),
+            Some(scaling) => serde_json::to_value(scaling)?,
+        };
+        Ok(serde_json::json!({
             "architectures": ["LlamaForCausalLM"],
             "model_type": "llama",
             "hidden_size": self.hidden_size,
@@ -176,11 +295,86 @@ impl LlamaConfig {
             "vocab_size": self.vocab_size,
             "rms_norm_eps": self.rms_norm_eps,
             "rope_theta": self.rope_theta,
+            "rope_scaling": rope_scaling,
             "max_position_embeddings": self.max_position_embeddings,
             "tie_word_embeddings": self.tie_word_embeddings,
             "attention_bias": self.attention_bias,
             "hidden_act": "silu",
             "torch_dtype": "float32",
-        })
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Llama 3.2 1B's `config.json` fields that matter here.
+    const LLAMA_3_2: &str = r#"{
+        "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+        "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "max_position_embeddings": 131072,
+        "tie_word_embeddings": true, "model_type": "llama",
+        "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                         "original_max_position_embeddings": 8192, "rope_type": "llama3"}
+    }"#;
+
+    #[test]
+    fn llama3_scaling_matches_transformers() -> Result<()> {
+        let config = LlamaConfig::from_hf_json(LLAMA_3_2)?;
+        let scaling = config.rope_scaling.clone().expect("rope_scaling read");
+        let d = config.head_dim();
+        let mut inv_freq: Vec<f64> = (0..d / 2)
+            .map(|i| 1.0 / config.rope_theta.powf(2.0 * i as f64 / d as f64))
+            .collect();
+        scaling.apply(&mut inv_freq)?;
+        // transformers 5.24's ROPE_INIT_FUNCTIONS["llama3"] on this config (float32): index 10
+        // is kept, 16 blended, 18 and above divided by 32.
+        let reference = [
+            (0, 1.0),
+            (10, 0.016560440883040428),
+            (16, 0.000429556705057621),
+            (18, 1.9461638657958247e-05),
+            (22, 3.7740544485131977e-06),
+            (31, 9.418306490260875e-08),
+        ];
+        for (i, want) in reference {
+            let got = inv_freq[i];
+            assert!(
+                ((got - want) / want).abs() < 1e-6,
+                "frequency {i}: {got} vs transformers {want}"
+            );
+        }
+        // Written back for a merged export, and read again the same.
+        let again = LlamaConfig::from_hf_json(&config.to_hf_json()?.to_string())?;
+        assert_eq!(again.rope_scaling, config.rope_scaling);
+        Ok(())
+    }
+
+    #[test]
+    fn unsupported_rope_scaling_is_refused_by_name() {
+        let yarn = LLAMA_3_2.replace("\"llama3\"", "\"yarn\"");
+        let err = LlamaConfig::from_hf_json(&yarn).unwrap_err();
+        assert!(format!("{err:#}").contains("`yarn`"), "{err:#}");
+        let none = LLAMA_3_2.replace(
+            LLAMA_3_2[LLAMA_3_2.find("\"rope_scaling\"").unwrap()..].trim_end_matches('}'),
+            "\"rope_scaling\": null\n    ",
+        );
+        assert_eq!(LlamaConfig::from_hf_json(&none).unwrap().rope_scaling, None);
+    }
+
+    #[test]
+    fn divisors_divide_each_frequency() -> Result<()> {
+        let mut inv_freq = vec![1.0, 0.5, 0.25];
+        RopeScaling::Divisors {
+            divisors: vec![1.0, 2.0, 8.0],
+        }
+        .apply(&mut inv_freq)?;
+        assert_eq!(inv_freq, vec![1.0, 0.25, 0.03125]);
+        let short = RopeScaling::Divisors {
+            divisors: vec![1.0],
+        };
+        assert!(short.apply(&mut inv_freq).is_err());
+        Ok(())
     }
 }

@@ -18,6 +18,6 @@ pub mod process;
 pub mod train;
 
 pub use checkpoint::Weights;
-pub use config::LlamaConfig;
+pub use config::{LlamaConfig, RopeScaling};
 pub use lora::LoraConfig;
 pub use model::{Llama, Tuning};

@@ -203,6 +203,7 @@ impl Llama {
         let (cos, sin) = ops::rotary_tables(
             config.head_dim(),
             config.rope_theta,
+            config.rope_scaling.as_ref(),
             config.max_position_embeddings,
             dtype,
             &device,

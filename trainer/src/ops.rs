@@ -5,6 +5,8 @@
 
 use candle_core::{D, DType, Device, Result, Tensor};
 
+use crate::config::RopeScaling;
+
 /// RMSNorm: `x / sqrt(mean(x^2) + eps) * weight` over the last dimension.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     if crate::fused::applies(x) {
@@ -40,17 +42,22 @@ pub fn log_softmax_last(x: &Tensor) -> Result<Tensor> {
     shifted.broadcast_sub(&log_sum)
 }
 
-/// Rotary tables `cos`, `sin` of shape `[positions, head_dim / 2]`.
+/// Rotary tables `cos`, `sin` of shape `[positions, head_dim / 2]`, the frequencies
+/// `theta^(-2i/d)` changed by `scaling`.
 pub fn rotary_tables(
     head_dim: usize,
     theta: f64,
+    scaling: Option<&RopeScaling>,
     positions: usize,
     dtype: DType,
     device: &Device,
-) -> Result<(Tensor, Tensor)> {
-    let inv_freq: Vec<f64> = (0..head_dim / 2)
+) -> anyhow::Result<(Tensor, Tensor)> {
+    let mut inv_freq: Vec<f64> = (0..head_dim / 2)
         .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64))
         .collect();
+    if let Some(scaling) = scaling {
+        scaling.apply(&mut inv_freq)?;
+    }
     let mut angles = Vec::with_capacity(positions * inv_freq.len());
     for p in 0..positions {
         angles.extend(inv_freq.iter().map(|f| p as f64 * f));

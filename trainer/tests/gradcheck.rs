@@ -24,6 +24,7 @@ fn tiny_config(tied: bool) -> LlamaConfig {
         max_position_embeddings: 16,
         tie_word_embeddings: tied,
         attention_bias: true,
+        rope_scaling: None,
     }
 }
 

@@ -11,7 +11,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use super::{Source, Weights, hf_name, permute_rotary, rotary_heads};
-use crate::config::{GgufRope, LlamaConfig};
+use crate::config::{GgufRope, LlamaConfig, RopeScaling};
 
 /// What a GGUF export needs from the file the weights came from.
 pub struct GgufSource {
@@ -124,8 +124,17 @@ pub(super) fn load(path: &Path, dtype: DType, device: &Device) -> Result<Weights
         .dims()[0];
     let tied = !content.tensor_infos.contains_key("output.weight");
     let bias = content.tensor_infos.contains_key("blk.0.attn_q.bias");
-    let (config, rope) = LlamaConfig::from_gguf(&content.metadata, vocab_size, tied, bias)
+    let (mut config, rope) = LlamaConfig::from_gguf(&content.metadata, vocab_size, tied, bias)
         .with_context(|| path.display().to_string())?;
+    if content.tensor_infos.contains_key("rope_freqs.weight") {
+        // Llama 3.1's rotary scaling, as llama.cpp's converter stores it.
+        let divisors = content
+            .tensor(&mut file, "rope_freqs.weight", &Device::Cpu)
+            .and_then(|q| q.dequantize(&Device::Cpu))
+            .and_then(|t| t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>())
+            .with_context(|| format!("{}: tensor rope_freqs.weight", path.display()))?;
+        config.rope_scaling = Some(RopeScaling::Divisors { divisors });
+    }
     let mut tensors = BTreeMap::new();
     for name in &tensor_names {
         let Some(hf) = hf_name(name) else { continue };

@@ -65,7 +65,7 @@ pub fn export_hf(
     super::write_dir_atomically(out, |dir| {
         std::fs::write(
             dir.join("config.json"),
-            serde_json::to_string_pretty(&config.to_hf_json())?,
+            serde_json::to_string_pretty(&config.to_hf_json()?)?,
         )?;
         candle_core::safetensors::save(&cpu, dir.join("model.safetensors"))?;
         if let Source::HfDir(src) = source {
