@@ -8,6 +8,7 @@
 //! devices and dtypes fall back to the composed ops in [`crate::ops`]. The gradient check
 //! covers both paths.
 
+use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor, WithDType,
 };
@@ -18,6 +19,24 @@ use rayon::prelude::*;
 
 use math::FastExp;
 use matmul::{Threads, View, product};
+
+/// Runs `$body` with the type `$t` standing for `f32` or `f64`, as `$dtype` says; other dtypes
+/// are an error naming the op. Each kernel is written once, generic over the element type.
+macro_rules! by_dtype {
+    ($dtype:expr, $op:expr, |$t:ident| $body:expr) => {
+        match $dtype {
+            candle_core::DType::F32 => {
+                type $t = f32;
+                $body
+            }
+            candle_core::DType::F64 => {
+                type $t = f64;
+                $body
+            }
+            other => candle_core::bail!("{}: f32 or f64 tensors only, not {other:?}", $op),
+        }
+    };
+}
 
 mod attention;
 mod embedding;
@@ -56,9 +75,32 @@ fn slice<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
     Ok(&data[start..end])
 }
 
+/// The element types the kernels run on.
+trait Element: FastExp + SinkElement + WithDType {}
+impl Element for f32 {}
+impl Element for f64 {}
+
+/// The elements of a contiguous CPU storage under `layout`, as `T`.
+fn elements<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]> {
+    slice(T::cpu_storage_as_slice(storage)?, layout)
+}
+
+/// The same for a tensor's storage, read in a backward pass.
+fn cpu_elements<'a, T: WithDType>(storage: &'a Storage, layout: &Layout) -> Result<&'a [T]> {
+    match storage {
+        Storage::Cpu(s) => elements(s, layout),
+        _ => candle_core::bail!("the fused kernels take CPU tensors only"),
+    }
+}
+
 /// A kernel's result as a tensor shaped like `like`.
 fn tensor<T: WithDType>(data: Vec<T>, like: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(data, like.shape(), like.device())
+}
+
+/// A gradient that may not have been computed, as a tensor shaped like `like`.
+fn optional_tensor<T: WithDType>(data: Option<Vec<T>>, like: &Tensor) -> Result<Option<Tensor>> {
+    data.map(|d| tensor(d, like)).transpose()
 }
 
 /// A backward kernel's two gradients as tensors shaped like its two inputs.
@@ -143,6 +185,35 @@ fn rms_norm_bwd<T: Float + Send + Sync>(x: &[T], w: &[T], g: &[T], eps: f64) -> 
     (dx, dw)
 }
 
+impl RmsNorm {
+    fn forward<T: Element>(
+        &self,
+        (x, xl): (&CpuStorage, &Layout),
+        (w, wl): (&CpuStorage, &Layout),
+    ) -> Result<CpuStorage> {
+        let y = rms_norm_fwd(elements::<T>(x, xl)?, elements(w, wl)?, self.eps);
+        Ok(T::to_cpu_storage_owned(y))
+    }
+
+    fn backward<T: Element>(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let (xs, xl) = x.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        let (gs, gl) = grad.storage_and_layout();
+        let grads = rms_norm_bwd(
+            cpu_elements::<T>(&xs, xl)?,
+            cpu_elements(&ws, wl)?,
+            cpu_elements(&gs, gl)?,
+            self.eps,
+        );
+        shaped_like(grads, x, w)
+    }
+}
+
 impl CustomOp2 for RmsNorm {
     fn name(&self) -> &'static str {
         "rms-norm"
@@ -159,15 +230,8 @@ impl CustomOp2 for RmsNorm {
         if l1.shape().dims().last() != Some(&h) {
             candle_core::bail!("rms-norm: weight does not match the last dimension");
         }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(w)) => {
-                CpuStorage::F32(rms_norm_fwd(slice(x, l1)?, slice(w, l2)?, self.eps))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w)) => {
-                CpuStorage::F64(rms_norm_fwd(slice(x, l1)?, slice(w, l2)?, self.eps))
-            }
-            _ => candle_core::bail!("rms-norm: f32 or f64 only"),
-        };
+        let out = by_dtype!(s1.dtype(), self.name(), |T| self
+            .forward::<T>((s1, l1), (s2, l2))?);
         Ok((out, l1.shape().clone()))
     }
 
@@ -179,30 +243,8 @@ impl CustomOp2 for RmsNorm {
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad_res.contiguous()?;
-        let (xs, xl) = x.storage_and_layout();
-        let (ws, wl) = w.storage_and_layout();
-        let (gs, gl) = grad.storage_and_layout();
-        let (dx, dw) = match (&*xs, &*ws, &*gs) {
-            (
-                Storage::Cpu(CpuStorage::F32(xv)),
-                Storage::Cpu(CpuStorage::F32(wv)),
-                Storage::Cpu(CpuStorage::F32(gv)),
-            ) => shaped_like(
-                rms_norm_bwd(slice(xv, xl)?, slice(wv, wl)?, slice(gv, gl)?, self.eps),
-                x,
-                w,
-            )?,
-            (
-                Storage::Cpu(CpuStorage::F64(xv)),
-                Storage::Cpu(CpuStorage::F64(wv)),
-                Storage::Cpu(CpuStorage::F64(gv)),
-            ) => shaped_like(
-                rms_norm_bwd(slice(xv, xl)?, slice(wv, wl)?, slice(gv, gl)?, self.eps),
-                x,
-                w,
-            )?,
-            _ => candle_core::bail!("rms-norm backward: f32 or f64 CPU tensors only"),
-        };
+        let (dx, dw) = by_dtype!(x.dtype(), self.name(), |T| self
+            .backward::<T>(x, w, &grad)?);
         Ok((Some(dx), Some(dw)))
     }
 }
@@ -253,7 +295,7 @@ struct OutputLogprob {
 
 /// Forward: each row's log-probability of its target, the rows' exponentials (in place of the
 /// logits) and their inverse sums.
-fn output_fwd<T: FastExp>(
+fn output_fwd<T: Element>(
     h: &[T],
     w: &[T],
     (n, vocab, hidden): (usize, usize, usize),
@@ -276,7 +318,7 @@ fn output_fwd<T: FastExp>(
 /// Backward: `dlogits = g (onehot - softmax)` in place of the exponentials, then
 /// `dh = dlogits W`, `dW = dlogits^T h`.
 #[allow(clippy::too_many_arguments)]
-fn output_bwd<T: FastExp + SinkElement>(
+fn output_bwd<T: Element>(
     (mut exps, inv_sums): (Vec<T>, Vec<T>),
     h: &[T],
     w: &[T],
@@ -290,9 +332,9 @@ fn output_bwd<T: FastExp + SinkElement>(
         .for_each(|(row, (&t, (&g, &inv_sum)))| {
             let factor = -g * inv_sum;
             for x in row.iter_mut() {
-                *x = *x * factor;
+                *x *= factor;
             }
-            row[t as usize] = row[t as usize] + g;
+            row[t as usize] += g;
         });
     let dh = product(
         View::rows(&exps, vocab),
@@ -310,6 +352,51 @@ fn output_bwd<T: FastExp + SinkElement>(
         (true, None) => Some(product(exps_t, h_rows, (vocab, hidden, n), Threads::All)),
     };
     (dh, dw)
+}
+
+impl OutputLogprob {
+    fn forward<T: Element>(
+        &self,
+        (h, hl): (&CpuStorage, &Layout),
+        (w, wl): (&CpuStorage, &Layout),
+        sizes: (usize, usize, usize),
+    ) -> Result<CpuStorage> {
+        let (logp, exps, inv) = output_fwd(
+            elements::<T>(h, hl)?,
+            elements(w, wl)?,
+            sizes,
+            &self.targets,
+        );
+        *self.saved.lock().expect("output lock") =
+            Some((T::to_cpu_storage_owned(exps), T::to_cpu_storage_owned(inv)));
+        Ok(T::to_cpu_storage_owned(logp))
+    }
+
+    fn backward<T: Element>(
+        &self,
+        h: &Tensor,
+        w: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (n, hidden) = h.dims2()?;
+        let sizes = (n, w.dim(0)?, hidden);
+        let Some((exps, inv)) = self.saved.lock().expect("output lock").take() else {
+            candle_core::bail!("output-logprob backward without a forward pass");
+        };
+        let (hs, hl) = h.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        let (gs, gl) = grad.storage_and_layout();
+        let (dh, dw) = output_bwd(
+            (T::cpu_storage_data(exps)?, T::cpu_storage_data(inv)?),
+            cpu_elements::<T>(&hs, hl)?,
+            cpu_elements(&ws, wl)?,
+            cpu_elements(&gs, gl)?,
+            &self.targets,
+            sizes,
+            (w.track_op(), self.sink.as_ref()),
+        );
+        Ok((tensor(dh, h)?, optional_tensor(dw, w)?))
+    }
 }
 
 impl CustomOp2 for OutputLogprob {
@@ -333,26 +420,11 @@ impl CustomOp2 for OutputLogprob {
             candle_core::bail!("output-logprob: shapes or targets do not match");
         }
         let sizes = (n, vocab, hidden);
-        let (logp, saved) = match (s1, s2) {
-            (CpuStorage::F32(h), CpuStorage::F32(w)) => {
-                let (logp, exps, inv) =
-                    output_fwd(slice(h, l1)?, slice(w, l2)?, sizes, &self.targets);
-                (
-                    CpuStorage::F32(logp),
-                    (CpuStorage::F32(exps), CpuStorage::F32(inv)),
-                )
-            }
-            (CpuStorage::F64(h), CpuStorage::F64(w)) => {
-                let (logp, exps, inv) =
-                    output_fwd(slice(h, l1)?, slice(w, l2)?, sizes, &self.targets);
-                (
-                    CpuStorage::F64(logp),
-                    (CpuStorage::F64(exps), CpuStorage::F64(inv)),
-                )
-            }
-            _ => candle_core::bail!("output-logprob: f32 or f64 only"),
-        };
-        *self.saved.lock().expect("output lock") = Some(saved);
+        let logp = by_dtype!(s1.dtype(), self.name(), |T| self.forward::<T>(
+            (s1, l1),
+            (s2, l2),
+            sizes
+        )?);
         Ok((logp, Shape::from(n)))
     }
 
@@ -363,55 +435,9 @@ impl CustomOp2 for OutputLogprob {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (n, hidden) = h.dims2()?;
-        let sizes = (n, w.dim(0)?, hidden);
-        let want_dw = w.track_op();
-        let saved = self.saved.lock().expect("output lock").take();
         let grad = grad_res.contiguous()?;
-        let (hs, hl) = h.storage_and_layout();
-        let (ws, wl) = w.storage_and_layout();
-        let (gs, gl) = grad.storage_and_layout();
-        let (dh, dw) = match (&*hs, &*ws, &*gs, saved) {
-            (
-                Storage::Cpu(CpuStorage::F32(hv)),
-                Storage::Cpu(CpuStorage::F32(wv)),
-                Storage::Cpu(CpuStorage::F32(gv)),
-                Some((CpuStorage::F32(exps), CpuStorage::F32(inv))),
-            ) => {
-                let (hv, wv) = (slice(hv, hl)?, slice(wv, wl)?);
-                let (dh, dw) = output_bwd(
-                    (exps, inv),
-                    hv,
-                    wv,
-                    slice(gv, gl)?,
-                    &self.targets,
-                    sizes,
-                    (want_dw, self.sink.as_ref()),
-                );
-                (tensor(dh, h)?, dw.map(|dw| tensor(dw, w)).transpose()?)
-            }
-            (
-                Storage::Cpu(CpuStorage::F64(hv)),
-                Storage::Cpu(CpuStorage::F64(wv)),
-                Storage::Cpu(CpuStorage::F64(gv)),
-                Some((CpuStorage::F64(exps), CpuStorage::F64(inv))),
-            ) => {
-                let (hv, wv) = (slice(hv, hl)?, slice(wv, wl)?);
-                let (dh, dw) = output_bwd(
-                    (exps, inv),
-                    hv,
-                    wv,
-                    slice(gv, gl)?,
-                    &self.targets,
-                    sizes,
-                    (want_dw, self.sink.as_ref()),
-                );
-                (tensor(dh, h)?, dw.map(|dw| tensor(dw, w)).transpose()?)
-            }
-            _ => candle_core::bail!(
-                "output-logprob backward: f32 or f64 CPU tensors, after one forward pass"
-            ),
-        };
+        let (dh, dw) = by_dtype!(h.dtype(), self.name(), |T| self
+            .backward::<T>(h, w, &grad)?);
         Ok((h.track_op().then_some(dh), dw))
     }
 }

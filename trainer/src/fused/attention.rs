@@ -11,13 +11,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use num_traits::Float;
 use rayon::prelude::*;
 
 use super::math::{self, FastExp};
 use super::matmul::{Threads, View, product};
-use super::{slice, tensor};
+use super::{cpu_elements, elements, tensor};
 
 /// Rotary tables in the Hugging Face "halves" layout (dimension `i` pairs with `i + d/2`),
 /// row-major `[positions, d/2]`, in f64 so that one table serves f32 and f64.
@@ -59,12 +60,7 @@ struct Attention {
     rope: RopeTables,
     heads: Heads,
     /// The forward's probabilities, one `[t, t]` block per (sequence, head), for the backward.
-    probs: Mutex<Option<Saved>>,
-}
-
-enum Saved {
-    F32(Vec<Vec<f32>>),
-    F64(Vec<Vec<f64>>),
+    probs: Mutex<Option<Vec<CpuStorage>>>,
 }
 
 /// Sizes of one call.
@@ -315,19 +311,17 @@ impl CustomOp3 for Attention {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let n = self.dims(l1, l2, l3)?;
-        let (out, saved) = match (s1, s2, s3) {
-            (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
-                let (out, probs) =
-                    forward(slice(q, l1)?, slice(k, l2)?, slice(v, l3)?, &self.rope, n);
-                (CpuStorage::F32(out), Saved::F32(probs))
-            }
-            (CpuStorage::F64(q), CpuStorage::F64(k), CpuStorage::F64(v)) => {
-                let (out, probs) =
-                    forward(slice(q, l1)?, slice(k, l2)?, slice(v, l3)?, &self.rope, n);
-                (CpuStorage::F64(out), Saved::F64(probs))
-            }
-            _ => candle_core::bail!("attention: f32 or f64 only, one dtype"),
-        };
+        let (out, saved) = by_dtype!(s1.dtype(), self.name(), |T| {
+            let (out, probs) = forward(
+                elements::<T>(s1, l1)?,
+                elements(s2, l2)?,
+                elements(s3, l3)?,
+                &self.rope,
+                n,
+            );
+            let probs = probs.into_iter().map(T::to_cpu_storage_owned).collect();
+            (T::to_cpu_storage_owned(out), probs)
+        });
         *self.probs.lock().expect("probabilities lock") = Some(saved);
         Ok((out, l1.shape().clone()))
     }
@@ -346,48 +340,25 @@ impl CustomOp3 for Attention {
         let (vs, vl) = v.storage_and_layout();
         let (gs, gl) = grad.storage_and_layout();
         let n = self.dims(ql, kl, vl)?;
-        let saved = self.probs.lock().expect("probabilities lock").take();
-        let (dq, dk, dv) = match (&*qs, &*ks, &*vs, &*gs, saved) {
-            (
-                Storage::Cpu(CpuStorage::F32(qv)),
-                Storage::Cpu(CpuStorage::F32(kv)),
-                Storage::Cpu(CpuStorage::F32(vv)),
-                Storage::Cpu(CpuStorage::F32(gv)),
-                Some(Saved::F32(probs)),
-            ) => {
-                let (dq, dk, dv) = backward(
-                    slice(qv, ql)?,
-                    slice(kv, kl)?,
-                    slice(vv, vl)?,
-                    slice(gv, gl)?,
-                    &probs,
-                    &self.rope,
-                    n,
-                );
-                (tensor(dq, q)?, tensor(dk, k)?, tensor(dv, v)?)
-            }
-            (
-                Storage::Cpu(CpuStorage::F64(qv)),
-                Storage::Cpu(CpuStorage::F64(kv)),
-                Storage::Cpu(CpuStorage::F64(vv)),
-                Storage::Cpu(CpuStorage::F64(gv)),
-                Some(Saved::F64(probs)),
-            ) => {
-                let (dq, dk, dv) = backward(
-                    slice(qv, ql)?,
-                    slice(kv, kl)?,
-                    slice(vv, vl)?,
-                    slice(gv, gl)?,
-                    &probs,
-                    &self.rope,
-                    n,
-                );
-                (tensor(dq, q)?, tensor(dk, k)?, tensor(dv, v)?)
-            }
-            _ => candle_core::bail!(
-                "attention backward: f32 or f64 CPU tensors, after one forward pass"
-            ),
+        let Some(saved) = self.probs.lock().expect("probabilities lock").take() else {
+            candle_core::bail!("attention backward without a forward pass");
         };
+        let (dq, dk, dv) = by_dtype!(q.dtype(), self.name(), |T| {
+            let probs = saved
+                .into_iter()
+                .map(T::cpu_storage_data)
+                .collect::<Result<Vec<_>>>()?;
+            let (dq, dk, dv) = backward(
+                cpu_elements::<T>(&qs, ql)?,
+                cpu_elements(&ks, kl)?,
+                cpu_elements(&vs, vl)?,
+                cpu_elements(&gs, gl)?,
+                &probs,
+                &self.rope,
+                n,
+            );
+            (tensor(dq, q)?, tensor(dk, k)?, tensor(dv, v)?)
+        });
         Ok((Some(dq), Some(dk), Some(dv)))
     }
 }

@@ -5,10 +5,11 @@
 //! it (`index_add`), after the gradient store has zero-filled it: for SmolLM2's 49152 x 576
 //! table, two 113 MB passes a step to place 1024 rows.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
 
 use super::sink::{GradSink, SinkElement, add_rows};
-use super::{slice, tensor};
+use super::{cpu_elements, elements, optional_tensor};
 
 /// Rows `ids` of `table` `[vocab, width]`, shaped `[ids..., width]` as `shape` says (its
 /// elements must be the number of ids). With a `sink`, the table's gradient goes there and not
@@ -77,11 +78,9 @@ impl CustomOp1 for Embedding {
         if let Some(&bad) = self.ids.iter().find(|&&id| id as usize >= vocab) {
             candle_core::bail!("embedding: token id {bad} is outside the {vocab}-token table");
         }
-        let out = match storage {
-            CpuStorage::F32(t) => CpuStorage::F32(lookup(slice(t, layout)?, &self.ids, width)),
-            CpuStorage::F64(t) => CpuStorage::F64(lookup(slice(t, layout)?, &self.ids, width)),
-            _ => candle_core::bail!("embedding: f32 or f64 only"),
-        };
+        let out = by_dtype!(storage.dtype(), self.name(), |T| T::to_cpu_storage_owned(
+            lookup(elements::<T>(storage, layout)?, &self.ids, width)
+        ));
         let mut dims = self.shape.clone();
         dims.push(width);
         Ok((out, Shape::from(dims)))
@@ -92,15 +91,10 @@ impl CustomOp1 for Embedding {
         let grad = grad_res.contiguous()?;
         let (gs, gl) = grad.storage_and_layout();
         let sink = self.sink.as_ref();
-        let dense = match &*gs {
-            Storage::Cpu(CpuStorage::F32(g)) => scatter(slice(g, gl)?, &self.ids, sizes, sink)
-                .map(|d| tensor(d, table))
-                .transpose()?,
-            Storage::Cpu(CpuStorage::F64(g)) => scatter(slice(g, gl)?, &self.ids, sizes, sink)
-                .map(|d| tensor(d, table))
-                .transpose()?,
-            _ => candle_core::bail!("embedding backward: f32 or f64 CPU tensors only"),
-        };
+        let dense = by_dtype!(table.dtype(), self.name(), |T| optional_tensor(
+            scatter(cpu_elements::<T>(&gs, gl)?, &self.ids, sizes, sink),
+            table
+        )?);
         Ok(dense)
     }
 }

@@ -10,12 +10,13 @@
 //! comes before the buffer is taken). The op also takes inputs of any rank (`[..., in]`) so that
 //! no reshape node (one more zero-and-add in the backward pass) stands between layers.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use num_traits::Float;
 
 use super::matmul::{Threads, View, product};
 use super::sink::{GradSink, SinkElement};
-use super::{slice, tensor};
+use super::{cpu_elements, elements, optional_tensor};
 
 /// `x W^T` for `x` `[..., in]` and `W` `[out, in]`, giving `[..., out]`. With a `sink`, `W`'s
 /// gradient goes there and not to candle's gradient store.
@@ -96,15 +97,9 @@ impl CustomOp2 for Linear {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let sizes = dims(l1, l2)?;
-        let y = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(w)) => {
-                CpuStorage::F32(forward(slice(x, l1)?, slice(w, l2)?, sizes))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w)) => {
-                CpuStorage::F64(forward(slice(x, l1)?, slice(w, l2)?, sizes))
-            }
-            _ => candle_core::bail!("linear: f32 or f64 only"),
-        };
+        let y = by_dtype!(s1.dtype(), self.name(), |T| T::to_cpu_storage_owned(
+            forward(elements::<T>(s1, l1)?, elements(s2, l2)?, sizes)
+        ));
         let mut out_dims = l1.shape().dims().to_vec();
         *out_dims.last_mut().expect("checked in dims") = sizes.2;
         Ok((y, Shape::from(out_dims)))
@@ -124,45 +119,17 @@ impl CustomOp2 for Linear {
         let (ws, wl) = w.storage_and_layout();
         let (gs, gl) = grad.storage_and_layout();
         let sizes = dims(xl, wl)?;
-        let (dx, dw) = match (&*xs, &*ws, &*gs) {
-            (
-                Storage::Cpu(CpuStorage::F32(xv)),
-                Storage::Cpu(CpuStorage::F32(wv)),
-                Storage::Cpu(CpuStorage::F32(gv)),
-            ) => {
-                let (dx, dw) = backward(
-                    slice(xv, xl)?,
-                    slice(wv, wl)?,
-                    slice(gv, gl)?,
-                    sizes,
-                    want,
-                    sink,
-                );
-                (
-                    dx.map(|d| tensor(d, x)).transpose()?,
-                    dw.map(|d| tensor(d, w)).transpose()?,
-                )
-            }
-            (
-                Storage::Cpu(CpuStorage::F64(xv)),
-                Storage::Cpu(CpuStorage::F64(wv)),
-                Storage::Cpu(CpuStorage::F64(gv)),
-            ) => {
-                let (dx, dw) = backward(
-                    slice(xv, xl)?,
-                    slice(wv, wl)?,
-                    slice(gv, gl)?,
-                    sizes,
-                    want,
-                    sink,
-                );
-                (
-                    dx.map(|d| tensor(d, x)).transpose()?,
-                    dw.map(|d| tensor(d, w)).transpose()?,
-                )
-            }
-            _ => candle_core::bail!("linear backward: f32 or f64 CPU tensors only"),
-        };
+        let (dx, dw) = by_dtype!(x.dtype(), self.name(), |T| {
+            let (dx, dw) = backward(
+                cpu_elements::<T>(&xs, xl)?,
+                cpu_elements(&ws, wl)?,
+                cpu_elements(&gs, gl)?,
+                sizes,
+                want,
+                sink,
+            );
+            (optional_tensor(dx, x)?, optional_tensor(dw, w)?)
+        });
         Ok((dx, dw))
     }
 }

@@ -8,13 +8,14 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, WithDType};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use num_traits::Float;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use super::matmul::{Threads, View, gemm_into, product};
-use super::{slice, tensor};
+use super::{cpu_elements, elements, optional_tensor};
 
 /// `x W^T + scale * (dropout(x) A^T) B^T` for `x` `[..., in]`, the frozen `W` `[out, in]`, `A`
 /// `[r, in]` and `B` `[out, r]`. `dropout` is the probability of zeroing an input element of the
@@ -53,9 +54,9 @@ struct LoraLinear {
     saved: Mutex<Option<Saved>>,
 }
 
-enum Saved {
-    F32(Vec<f32>, Option<Vec<f32>>),
-    F64(Vec<f64>, Option<Vec<f64>>),
+struct Saved {
+    xa: CpuStorage,
+    mask: Option<CpuStorage>,
 }
 
 #[derive(Clone, Copy)]
@@ -227,10 +228,6 @@ impl LoraLinear {
     }
 }
 
-fn optional_tensor<T: WithDType>(data: Option<Vec<T>>, like: &Tensor) -> Result<Option<Tensor>> {
-    data.map(|d| tensor(d, like)).transpose()
-}
-
 impl CustomOp3 for LoraLinear {
     fn name(&self) -> &'static str {
         "lora-linear"
@@ -247,43 +244,22 @@ impl CustomOp3 for LoraLinear {
     ) -> Result<(CpuStorage, Shape)> {
         let n = self.dims(l1, l2, l3)?;
         let (ws, wl) = self.weight.storage_and_layout();
-        let (y, saved) = match (s1, &*ws, s2, s3) {
-            (
-                CpuStorage::F32(x),
-                Storage::Cpu(CpuStorage::F32(w)),
-                CpuStorage::F32(a),
-                CpuStorage::F32(b),
-            ) => {
-                let (y, xa, mask) = forward(
-                    slice(x, l1)?,
-                    slice(w, wl)?,
-                    slice(a, l2)?,
-                    slice(b, l3)?,
-                    n,
-                    self.scale,
-                    (self.dropout, self.seed),
-                );
-                (CpuStorage::F32(y), Saved::F32(xa, mask))
-            }
-            (
-                CpuStorage::F64(x),
-                Storage::Cpu(CpuStorage::F64(w)),
-                CpuStorage::F64(a),
-                CpuStorage::F64(b),
-            ) => {
-                let (y, xa, mask) = forward(
-                    slice(x, l1)?,
-                    slice(w, wl)?,
-                    slice(a, l2)?,
-                    slice(b, l3)?,
-                    n,
-                    self.scale,
-                    (self.dropout, self.seed),
-                );
-                (CpuStorage::F64(y), Saved::F64(xa, mask))
-            }
-            _ => candle_core::bail!("lora: f32 or f64 CPU tensors of one dtype only"),
-        };
+        let (y, saved) = by_dtype!(s1.dtype(), self.name(), |T| {
+            let (y, xa, mask) = forward(
+                elements::<T>(s1, l1)?,
+                cpu_elements(&ws, wl)?,
+                elements(s2, l2)?,
+                elements(s3, l3)?,
+                n,
+                self.scale,
+                (self.dropout, self.seed),
+            );
+            let saved = Saved {
+                xa: T::to_cpu_storage_owned(xa),
+                mask: mask.map(T::to_cpu_storage_owned),
+            };
+            (T::to_cpu_storage_owned(y), saved)
+        });
         *self.saved.lock().expect("lora lock") = Some(saved);
         let mut out_dims = l1.shape().dims().to_vec();
         *out_dims.last_mut().expect("checked in dims") = n.out;
@@ -306,62 +282,28 @@ impl CustomOp3 for LoraLinear {
         let (gs, gl) = grad.storage_and_layout();
         let n = self.dims(xl, al, bl)?;
         let want = [x.track_op(), a.track_op(), b.track_op()];
-        let saved = self.saved.lock().expect("lora lock").take();
-        let (dx, da, db) = match (&*xs, &*ws, &*as_, &*bs, &*gs, saved) {
-            (
-                Storage::Cpu(CpuStorage::F32(xv)),
-                Storage::Cpu(CpuStorage::F32(wv)),
-                Storage::Cpu(CpuStorage::F32(av)),
-                Storage::Cpu(CpuStorage::F32(bv)),
-                Storage::Cpu(CpuStorage::F32(gv)),
-                Some(Saved::F32(xa, mask)),
-            ) => {
-                let [dx, da, db] = backward(
-                    slice(xv, xl)?,
-                    slice(wv, wl)?,
-                    slice(av, al)?,
-                    slice(bv, bl)?,
-                    slice(gv, gl)?,
-                    (&xa, mask.as_deref()),
-                    n,
-                    self.scale,
-                    want,
-                );
-                (
-                    optional_tensor(dx, x)?,
-                    optional_tensor(da, a)?,
-                    optional_tensor(db, b)?,
-                )
-            }
-            (
-                Storage::Cpu(CpuStorage::F64(xv)),
-                Storage::Cpu(CpuStorage::F64(wv)),
-                Storage::Cpu(CpuStorage::F64(av)),
-                Storage::Cpu(CpuStorage::F64(bv)),
-                Storage::Cpu(CpuStorage::F64(gv)),
-                Some(Saved::F64(xa, mask)),
-            ) => {
-                let [dx, da, db] = backward(
-                    slice(xv, xl)?,
-                    slice(wv, wl)?,
-                    slice(av, al)?,
-                    slice(bv, bl)?,
-                    slice(gv, gl)?,
-                    (&xa, mask.as_deref()),
-                    n,
-                    self.scale,
-                    want,
-                );
-                (
-                    optional_tensor(dx, x)?,
-                    optional_tensor(da, a)?,
-                    optional_tensor(db, b)?,
-                )
-            }
-            _ => {
-                candle_core::bail!("lora backward: f32 or f64 CPU tensors, after one forward pass")
-            }
+        let Some(Saved { xa, mask }) = self.saved.lock().expect("lora lock").take() else {
+            candle_core::bail!("lora backward without a forward pass");
         };
+        let (dx, da, db) = by_dtype!(x.dtype(), self.name(), |T| {
+            let mask = mask.map(T::cpu_storage_data).transpose()?;
+            let [dx, da, db] = backward(
+                cpu_elements::<T>(&xs, xl)?,
+                cpu_elements(&ws, wl)?,
+                cpu_elements(&as_, al)?,
+                cpu_elements(&bs, bl)?,
+                cpu_elements(&gs, gl)?,
+                (&T::cpu_storage_data(xa)?, mask.as_deref()),
+                n,
+                self.scale,
+                want,
+            );
+            (
+                optional_tensor(dx, x)?,
+                optional_tensor(da, a)?,
+                optional_tensor(db, b)?,
+            )
+        });
         Ok((dx, da, db))
     }
 }

@@ -5,11 +5,12 @@
 //! backward (sigmoid, its complement, two products, a sum) over the `[tokens, intermediate]`
 //! activations of every layer; fused, each direction reads its inputs once.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 use super::math::FastExp;
-use super::{shaped_like, slice};
+use super::{cpu_elements, elements, shaped_like};
 
 /// `silu(gate) * up` for two tensors of one shape.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
@@ -74,15 +75,9 @@ impl CustomOp2 for SwiGlu {
                 l2.shape()
             );
         }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(g), CpuStorage::F32(u)) => {
-                CpuStorage::F32(swiglu_fwd(slice(g, l1)?, slice(u, l2)?))
-            }
-            (CpuStorage::F64(g), CpuStorage::F64(u)) => {
-                CpuStorage::F64(swiglu_fwd(slice(g, l1)?, slice(u, l2)?))
-            }
-            _ => candle_core::bail!("swiglu: f32 or f64 only"),
-        };
+        let out = by_dtype!(s1.dtype(), self.name(), |T| T::to_cpu_storage_owned(
+            swiglu_fwd(elements::<T>(s1, l1)?, elements(s2, l2)?)
+        ));
         Ok((out, l1.shape().clone()))
     }
 
@@ -97,27 +92,15 @@ impl CustomOp2 for SwiGlu {
         let (gs, gl) = gate.storage_and_layout();
         let (us, ul) = up.storage_and_layout();
         let (ds, dl) = grad.storage_and_layout();
-        let (dg, du) = match (&*gs, &*us, &*ds) {
-            (
-                Storage::Cpu(CpuStorage::F32(g)),
-                Storage::Cpu(CpuStorage::F32(u)),
-                Storage::Cpu(CpuStorage::F32(d)),
-            ) => shaped_like(
-                swiglu_bwd(slice(g, gl)?, slice(u, ul)?, slice(d, dl)?),
-                gate,
-                up,
-            )?,
-            (
-                Storage::Cpu(CpuStorage::F64(g)),
-                Storage::Cpu(CpuStorage::F64(u)),
-                Storage::Cpu(CpuStorage::F64(d)),
-            ) => shaped_like(
-                swiglu_bwd(slice(g, gl)?, slice(u, ul)?, slice(d, dl)?),
-                gate,
-                up,
-            )?,
-            _ => candle_core::bail!("swiglu backward: f32 or f64 CPU tensors only"),
-        };
+        let (dg, du) = by_dtype!(gate.dtype(), self.name(), |T| shaped_like(
+            swiglu_bwd(
+                cpu_elements::<T>(&gs, gl)?,
+                cpu_elements(&us, ul)?,
+                cpu_elements(&ds, dl)?,
+            ),
+            gate,
+            up,
+        )?);
         Ok((Some(dg), Some(du)))
     }
 }
