@@ -51,7 +51,7 @@ pub use embedding::embedding;
 pub use linear::linear;
 pub use lora::lora_linear;
 pub use sink::GradSink;
-use sink::SinkElement;
+use sink::{SinkElement, weight_gradient};
 pub use swiglu::swiglu;
 
 static DISABLED: AtomicBool = AtomicBool::new(false);
@@ -342,15 +342,13 @@ fn output_bwd<T: Element>(
         (n, hidden, vocab),
         Threads::All,
     );
-    let (exps_t, h_rows) = (View::transposed(&exps, vocab), View::rows(h, hidden));
-    let dw = match (want_dw, sink) {
-        (false, _) => None,
-        (true, Some(sink)) => {
-            sink.add_product(exps_t, h_rows, (vocab, hidden, n));
-            None
-        }
-        (true, None) => Some(product(exps_t, h_rows, (vocab, hidden, n), Threads::All)),
-    };
+    let dw = weight_gradient(
+        want_dw,
+        sink,
+        View::transposed(&exps, vocab),
+        View::rows(h, hidden),
+        (vocab, hidden, n),
+    );
     (dh, dw)
 }
 

@@ -15,7 +15,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDTyp
 use num_traits::Float;
 
 use super::matmul::{Threads, View, product};
-use super::sink::{GradSink, SinkElement};
+use super::sink::{GradSink, SinkElement, weight_gradient};
 use super::{cpu_elements, elements, optional_tensor};
 
 /// `x W^T` for `x` `[..., in]` and `W` `[out, in]`, giving `[..., out]`. With a `sink`, `W`'s
@@ -72,15 +72,13 @@ fn backward<T: SinkElement>(
             Threads::All,
         )
     });
-    let (g_t, x_rows) = (View::transposed(g, out), View::rows(x, k));
-    let dw = match (want_dw, sink) {
-        (false, _) => None,
-        (true, Some(sink)) => {
-            sink.add_product(g_t, x_rows, (out, k, n));
-            None
-        }
-        (true, None) => Some(product(g_t, x_rows, (out, k, n), Threads::All)),
-    };
+    let dw = weight_gradient(
+        want_dw,
+        sink,
+        View::transposed(g, out),
+        View::rows(x, k),
+        (out, k, n),
+    );
     (dx, dw)
 }
 

@@ -14,7 +14,7 @@ use num_traits::Float;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-use super::matmul::{Threads, View, gemm_into, product};
+use super::matmul::{Threads, View, gemm_into, product, scaled_product};
 use super::{cpu_elements, elements, optional_tensor};
 
 /// `x W^T + scale * (dropout(x) A^T) B^T` for `x` `[..., in]`, the frozen `W` `[out, in]`, `A`
@@ -141,19 +141,13 @@ fn backward<T: 'static + Float + Send + Sync>(
     want: [bool; 3],
 ) -> [Option<Vec<T>>; 3] {
     // u = s g B, the gradient at the adapter's rank-width intermediate.
-    let u = {
-        let mut u = vec![T::zero(); n.n * n.r];
-        gemm_into(
-            &mut u,
-            View::rows(g, n.out),
-            View::rows(b, n.r),
-            (n.n, n.r, n.out),
-            false,
-            cast(scale),
-            Threads::All,
-        );
-        u
-    };
+    let u = scaled_product(
+        View::rows(g, n.out),
+        View::rows(b, n.r),
+        (n.n, n.r, n.out),
+        cast(scale),
+        Threads::All,
+    );
     let dx = want[0].then(|| {
         let mut dx = product(
             View::rows(g, n.out),
@@ -196,17 +190,13 @@ fn backward<T: 'static + Float + Send + Sync>(
         )
     });
     let db = want[2].then(|| {
-        let mut db = vec![T::zero(); n.out * n.r];
-        gemm_into(
-            &mut db,
+        scaled_product(
             View::transposed(g, n.out),
             View::rows(xa, n.r),
             (n.out, n.r, n.n),
-            false,
             cast(scale),
             Threads::All,
-        );
-        db
+        )
     });
     [dx, da, db]
 }

@@ -104,10 +104,21 @@ pub(super) fn gemm_into<T: 'static + Float>(
 pub(super) fn product<T: 'static + Float>(
     lhs: View<T>,
     rhs: View<T>,
+    dims: (usize, usize, usize),
+    threads: Threads,
+) -> Vec<T> {
+    scaled_product(lhs, rhs, dims, T::one(), threads)
+}
+
+/// `scale * lhs [m, k] * rhs [k, n]` as a new row-major `[m, n]`.
+pub(super) fn scaled_product<T: 'static + Float>(
+    lhs: View<T>,
+    rhs: View<T>,
     (m, n, k): (usize, usize, usize),
+    scale: T,
     threads: Threads,
 ) -> Vec<T> {
     let mut dst = vec![T::zero(); m * n];
-    gemm_into(&mut dst, lhs, rhs, (m, n, k), false, T::one(), threads);
+    gemm_into(&mut dst, lhs, rhs, (m, n, k), false, scale, threads);
     dst
 }

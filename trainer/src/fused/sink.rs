@@ -69,6 +69,25 @@ impl GradSink {
     }
 }
 
+/// A weight's gradient `lhs * rhs` (`[m, k] x [k, n]`): added into `sink` when there is one
+/// (then `None` comes back), returned otherwise, and not computed when not `wanted`.
+pub(super) fn weight_gradient<T: SinkElement>(
+    wanted: bool,
+    sink: Option<&GradSink>,
+    lhs: View<T>,
+    rhs: View<T>,
+    dims: (usize, usize, usize),
+) -> Option<Vec<T>> {
+    match (wanted, sink) {
+        (false, _) => None,
+        (true, Some(sink)) => {
+            sink.add_product(lhs, rhs, dims);
+            None
+        }
+        (true, None) => Some(product(lhs, rhs, dims, Threads::All)),
+    }
+}
+
 /// Adds `grad`'s row `i` to row `rows[i]` of `table` (rows of `width`).
 pub(super) fn add_rows<T: Float>(table: &mut [T], rows: &[u32], grad: &[T], width: usize) {
     for (&row, g) in rows.iter().zip(grad.chunks(width)) {
