@@ -93,6 +93,15 @@ fn cpu_elements<'a, T: WithDType>(storage: &'a Storage, layout: &Layout) -> Resu
     }
 }
 
+/// `shape` with its last dimension replaced by `last` (a projection's output).
+fn with_last_dim(shape: &Shape, last: usize) -> Shape {
+    let mut dims = shape.dims().to_vec();
+    if let Some(d) = dims.last_mut() {
+        *d = last;
+    }
+    Shape::from(dims)
+}
+
 /// A kernel's result as a tensor shaped like `like`.
 fn tensor<T: WithDType>(data: Vec<T>, like: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(data, like.shape(), like.device())

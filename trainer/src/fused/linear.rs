@@ -16,7 +16,7 @@ use num_traits::Float;
 
 use super::matmul::{Threads, View, product};
 use super::sink::{GradSink, SinkElement, weight_gradient};
-use super::{cpu_elements, elements, optional_tensor};
+use super::{cpu_elements, elements, optional_tensor, with_last_dim};
 
 /// `x W^T` for `x` `[..., in]` and `W` `[out, in]`, giving `[..., out]`. With a `sink`, `W`'s
 /// gradient goes there and not to candle's gradient store.
@@ -98,9 +98,7 @@ impl CustomOp2 for Linear {
         let y = by_dtype!(s1.dtype(), self.name(), |T| T::to_cpu_storage_owned(
             forward(elements::<T>(s1, l1)?, elements(s2, l2)?, sizes)
         ));
-        let mut out_dims = l1.shape().dims().to_vec();
-        *out_dims.last_mut().expect("checked in dims") = sizes.2;
-        Ok((y, Shape::from(out_dims)))
+        Ok((y, with_last_dim(l1.shape(), sizes.2)))
     }
 
     fn bwd(

@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use super::matmul::{Threads, View, gemm_into, product, scaled_product};
-use super::{cpu_elements, elements, optional_tensor};
+use super::{cpu_elements, elements, optional_tensor, with_last_dim};
 
 /// `x W^T + scale * (dropout(x) A^T) B^T` for `x` `[..., in]`, the frozen `W` `[out, in]`, `A`
 /// `[r, in]` and `B` `[out, r]`. `dropout` is the probability of zeroing an input element of the
@@ -251,9 +251,7 @@ impl CustomOp3 for LoraLinear {
             (T::to_cpu_storage_owned(y), saved)
         });
         *self.saved.lock().expect("lora lock") = Some(saved);
-        let mut out_dims = l1.shape().dims().to_vec();
-        *out_dims.last_mut().expect("checked in dims") = n.out;
-        Ok((y, Shape::from(out_dims)))
+        Ok((y, with_last_dim(l1.shape(), n.out)))
     }
 
     fn bwd(
