@@ -43,6 +43,9 @@ pub enum BenchError {
     /// The code sandbox could not be set up (not: a program failed inside it).
     #[error("sandbox: {0}")]
     Sandbox(String),
+    /// Samples that cannot make a training set (ungraded, no prompt).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl BenchError {

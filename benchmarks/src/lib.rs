@@ -15,12 +15,13 @@ pub mod prompt;
 pub mod sample;
 pub mod sandbox;
 mod task;
+pub mod training_data;
 
 pub use data::{DATA_DIR_ENV, DataSource};
 pub use error::{BenchError, Result};
 pub use grade::{Grader, GraderKind, Verdict};
 pub use problem::{CodeTests, Problem, ProblemMeta};
 pub use prompt::{Prompt, PromptStyle, Template};
-pub use sample::{Sample, Sampling, read_sample_lines, read_samples, write_samples};
+pub use sample::{Sample, Sampling, read_sample_lines, read_samples, write_jsonl, write_samples};
 pub use sandbox::{Sandbox, SandboxConfig};
 pub use task::{Split, TASKS, Task, task};

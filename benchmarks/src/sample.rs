@@ -112,6 +112,12 @@ pub fn read_sample_lines(path: &Path) -> Result<Vec<(usize, Sample)>> {
 /// Writes a sample file atomically: a temporary file in the same directory, then a rename,
 /// so a crash leaves the old file or the new one, never half of one.
 pub fn write_samples(path: &Path, samples: &[Sample]) -> Result<()> {
+    write_jsonl(path, samples)
+}
+
+/// Writes values as JSON Lines through a temporary file in the same folder and a rename, so
+/// a reader sees the old file or the whole new one.
+pub fn write_jsonl<T: Serialize>(path: &Path, values: &[T]) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -120,8 +126,8 @@ pub fn write_samples(path: &Path, samples: &[Sample]) -> Result<()> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
     {
         let mut out = std::io::BufWriter::new(tmp.as_file_mut());
-        for sample in samples {
-            serde_json::to_writer(&mut out, sample).map_err(|e| io(e.into()))?;
+        for value in values {
+            serde_json::to_writer(&mut out, value).map_err(|e| io(e.into()))?;
             out.write_all(b"\n").map_err(io)?;
         }
         out.flush().map_err(io)?;

@@ -25,6 +25,11 @@ pub enum Command {
     /// One evaluation round: greedy pass@1 plus N samples per problem (pass@k), graded,
     /// written to a run directory.
     Bench(Box<BenchArgs>),
+    /// The self-improvement loop: M1 = SFT on gold pairs, then each round sample the
+    /// training questions, grade, build the data set and train the next model (SFT, DPO or
+    /// SFT-DPO), evaluating every model and reporting every reversal metric per round.
+    /// Resumable: the same command continues a stopped run.
+    Run(Box<crate::cmd::run_args::RunArgs>),
     /// Fine-tune a model on graded samples (SFT or DPO) and write the next round's
     /// checkpoint (GGUF for llama.cpp, PEFT adapter and safetensors for vLLM).
     Train(Box<crate::cmd::train_args::TrainArgs>),

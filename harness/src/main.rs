@@ -4,8 +4,13 @@
 
 mod cli;
 mod cmd;
+mod config;
+mod engine;
+mod evaluate;
+mod loop_dir;
 mod progress;
 mod reports;
+mod round_table;
 mod run_dir;
 mod summary;
 
@@ -18,12 +23,20 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = cli::Cli::parse();
+    let args = match config::expand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let cli = cli::Cli::parse_from(args);
     let result = match cli.command {
         cli::Command::Prompt(args) => cmd::prompt::run(args),
         cli::Command::Grade(args) => cmd::grade::run(args),
         cli::Command::Tasks(args) => cmd::tasks::run(args),
         cli::Command::Bench(args) => cmd::bench::run(*args),
+        cli::Command::Run(args) => cmd::run::run(*args),
         cli::Command::Train(args) => cmd::train::run(*args),
         cli::Command::Report(args) => cmd::report::run(args),
         cli::Command::Compare(args) => cmd::compare::run(args),

@@ -50,16 +50,36 @@ pub fn manifest(dir: &Path) -> Result<Value> {
 }
 
 /// Recomputes every metric of a run directory and rewrites its CSVs and plots; returns the
-/// measures.
+/// measures. A loop directory (`harness run`) gets one report per method.
 pub fn report_run(dir: &Path, options: &ReportOptions) -> Result<results::Measures> {
     let manifest = manifest(dir)?;
-    let settings = &manifest["settings"];
+    if manifest["command"] == "run" {
+        return crate::cmd::run::report_loop(dir, options);
+    }
+    let method = text_or(
+        &manifest["settings"]["method"],
+        Some(manifest["command"].as_str().unwrap_or("bench")),
+    );
+    let files = sample_files(dir)?;
+    report_files(dir, &files, &manifest["settings"], &method, dir, options)
+}
+
+/// Measures the samples of `paths` and writes the CSVs and plots into `out`. `settings`
+/// are the run's (backend, model, arith seed); `cache_dir` holds the embedding cache.
+pub fn report_files(
+    out: &Path,
+    paths: &[PathBuf],
+    settings: &Value,
+    method: &str,
+    cache_dir: &Path,
+    options: &ReportOptions,
+) -> Result<results::Measures> {
     let arith_seed = settings["arith_seed"].as_u64().unwrap_or(options.data.seed);
     let source = options.data.source();
     let mut files: Vec<(PathBuf, Vec<Sample>)> = Vec::new();
-    for path in sample_files(dir)? {
-        let samples = benchmarks::read_samples(&path)?;
-        files.push((path, samples));
+    for path in paths {
+        let samples = benchmarks::read_samples(path)?;
+        files.push((path.clone(), samples));
     }
     if options.regrade {
         regrade(&mut files, options, &source, arith_seed)?;
@@ -123,26 +143,23 @@ pub fn report_run(dir: &Path, options: &ReportOptions) -> Result<results::Measur
         .collect();
 
     let mut encoder = match options.semantic {
-        true => Some(ProgressEmbedder::new(load_encoder()?)),
+        true => Some(CachedEmbedder::open(cache_dir)?),
         false => None,
     };
     let measures = results::measure(&sets, encoder.as_mut().map(|e| e as &mut dyn Embedder))?;
     let first = members.values().flatten().next();
     let info = RunInfo {
-        run: dir
+        run: out
             .canonicalize()
-            .unwrap_or_else(|_| dir.to_path_buf())
+            .unwrap_or_else(|_| out.to_path_buf())
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().to_string()),
         backend: text_or(&settings["backend"], first.map(|s| s.backend.as_str())),
         model: text_or(&settings["model"], first.map(|s| s.model.as_str())),
-        method: text_or(
-            &settings["method"],
-            Some(manifest["command"].as_str().unwrap_or("bench")),
-        ),
+        method: method.to_string(),
     };
-    results::write_reports(dir, &info, &measures)?;
-    results::plot_run(dir, &measures)?;
+    results::write_reports(out, &info, &measures)?;
+    results::plot_run(out, &measures)?;
     Ok(measures)
 }
 
@@ -228,26 +245,95 @@ fn regrade(
     Ok(())
 }
 
-/// Embeds in chunks behind a progress bar.
-struct ProgressEmbedder {
-    encoder: SentenceEncoder,
+/// SentenceBERT vectors, computed once per distinct response and kept in a file of the run
+/// (`sbert-embeddings.bin`: per text, its sha256, the dimension as u32 and the f32 values,
+/// little-endian), so a report after round t embeds only round t's new responses. The
+/// encoder is loaded only when a text is not in the cache.
+struct CachedEmbedder {
+    encoder: Option<SentenceEncoder>,
+    cache: HashMap<[u8; 32], Vec<f32>>,
+    path: PathBuf,
 }
 
-impl ProgressEmbedder {
-    fn new(encoder: SentenceEncoder) -> Self {
-        ProgressEmbedder { encoder }
+const EMBEDDING_CACHE: &str = "sbert-embeddings.bin";
+
+impl CachedEmbedder {
+    fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join(EMBEDDING_CACHE);
+        let mut cache = HashMap::new();
+        if path.exists() {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let mut at = 0;
+            while at + 36 <= bytes.len() {
+                let dim = u32::from_le_bytes(bytes[at + 32..at + 36].try_into()?) as usize;
+                let end = at + 36 + 4 * dim;
+                if end > bytes.len() {
+                    break;
+                }
+                let key: [u8; 32] = bytes[at..at + 32].try_into()?;
+                let vector = bytes[at + 36..end]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                cache.insert(key, vector);
+                at = end;
+            }
+            if at != bytes.len() {
+                // A record cut short by a crash: drop it, it is computed again.
+                let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+                file.set_len(at as u64)?;
+            }
+        }
+        Ok(CachedEmbedder {
+            encoder: None,
+            cache,
+            path,
+        })
+    }
+
+    fn key(text: &str) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(text.as_bytes()).into()
     }
 }
 
-impl Embedder for ProgressEmbedder {
+impl Embedder for CachedEmbedder {
     fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let bar = progress::bar(texts.len(), "embedding responses");
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(256) {
-            out.extend(self.encoder.encode(chunk)?);
-            bar.inc(chunk.len() as u64);
+        let mut missing: Vec<&str> = texts
+            .iter()
+            .copied()
+            .filter(|t| !self.cache.contains_key(&Self::key(t)))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            if self.encoder.is_none() {
+                self.encoder = Some(load_encoder()?);
+            }
+            let encoder = self.encoder.as_ref().expect("loaded above");
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .with_context(|| format!("opening {}", self.path.display()))?;
+            let bar = progress::bar(missing.len(), "embedding responses");
+            for chunk in missing.chunks(256) {
+                for (text, vector) in chunk.iter().zip(encoder.encode(chunk)?) {
+                    let key = Self::key(text);
+                    let mut record = key.to_vec();
+                    record.extend((vector.len() as u32).to_le_bytes());
+                    record.extend(vector.iter().flat_map(|v| v.to_le_bytes()));
+                    std::io::Write::write_all(&mut file, &record)?;
+                    self.cache.insert(key, vector);
+                }
+                bar.inc(chunk.len() as u64);
+            }
+            bar.finish_and_clear();
         }
-        bar.finish_and_clear();
-        Ok(out)
+        Ok(texts
+            .iter()
+            .map(|t| self.cache[&Self::key(t)].clone())
+            .collect())
     }
 }

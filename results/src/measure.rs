@@ -183,6 +183,7 @@ pub fn measure<'e>(
         }
     }
     improvement(sets, &grouped, &mut out);
+    cross_split_disparity(sets, &grouped, &mut out);
     Ok(out)
 }
 
@@ -290,7 +291,19 @@ fn group_disparity(
     problems: &[(&str, ProblemSamples)],
     groups: &HashMap<String, ProblemGroups>,
 ) {
-    let mut per_level: BTreeMap<u8, (usize, usize)> = BTreeMap::new();
+    let mut per_level = BTreeMap::new();
+    count_levels(&mut per_level, problems, groups);
+    push_disparity(rows, &per_level);
+}
+
+/// (correct, total) greedy responses per level.
+type LevelCounts = BTreeMap<u8, (usize, usize)>;
+
+fn count_levels(
+    per_level: &mut LevelCounts,
+    problems: &[(&str, ProblemSamples)],
+    groups: &HashMap<String, ProblemGroups>,
+) {
     for (id, p) in problems {
         if let (Some(level), Some(g)) = (groups.get(*id).and_then(|g| g.level), p.greedy) {
             let entry = per_level.entry(level).or_default();
@@ -298,6 +311,9 @@ fn group_disparity(
             entry.1 += 1;
         }
     }
+}
+
+fn push_disparity(rows: &mut RowSink, per_level: &LevelCounts) {
     let (Some((&low, &(low_ok, low_n))), Some((&high, &(high_ok, high_n)))) =
         (per_level.first_key_value(), per_level.last_key_value())
     else {
@@ -311,6 +327,52 @@ fn group_disparity(
     let value = (p_low > 0.0).then(|| (p_low - p_high) / p_low);
     let subset = format!("level={low} vs level={high}");
     rows.push("group_disparity", &subset, None, value, low_n + high_n);
+}
+
+/// Group disparity across a task's splits of one round (arith: levels 1-3 in `test`, 4-5 in
+/// `ood`; SPEC.md compares level 1 with the hardest level evaluated), reported under the
+/// split names joined by `+` (`test+ood`). Only where two or more splits carry levels.
+fn cross_split_disparity(
+    sets: &[SampleSet],
+    grouped: &[Vec<(&str, ProblemSamples)>],
+    out: &mut Measures,
+) {
+    let mut keys: Vec<(&str, u32)> = Vec::new();
+    for set in sets {
+        if !keys.contains(&(set.task.as_str(), set.round)) {
+            keys.push((set.task.as_str(), set.round));
+        }
+    }
+    for (task, round) in keys {
+        let mut per_level = LevelCounts::new();
+        let mut splits = Vec::new();
+        for (set, problems) in sets.iter().zip(grouped) {
+            let levelled = problems
+                .iter()
+                .any(|(id, _)| set.groups.get(*id).is_some_and(|g| g.level.is_some()));
+            if set.task == task && set.round == round && levelled && set.split != "train" {
+                count_levels(&mut per_level, problems, set.groups);
+                splits.push(set.split.as_str());
+            }
+        }
+        if splits.len() < 2 {
+            continue;
+        }
+        let combined = SampleSet {
+            task: task.to_string(),
+            split: splits.join("+"),
+            round,
+            samples: &[],
+            groups: sets[0].groups,
+        };
+        push_disparity(
+            &mut RowSink {
+                set: &combined,
+                rows: &mut out.metrics,
+            },
+            &per_level,
+        );
+    }
 }
 
 /// Distinct-N, SentenceBERT diversity and (for equation tasks) Distinct Equations of each

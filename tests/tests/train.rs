@@ -67,6 +67,7 @@ fn sft_halves_the_loss_and_the_exported_gguf_reproduces_trained_answers() {
         "constant",
         "--gguf-type",
         "q8_0",
+        "--loss-on-training-data",
         "--out",
         out.to_str().unwrap(),
     ]);

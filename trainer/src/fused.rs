@@ -162,12 +162,16 @@ fn rms_norm_bwd<T: Float + Send + Sync>(x: &[T], w: &[T], g: &[T], eps: f64) -> 
     let h = w.len();
     let hf = T::from(h).unwrap_or_else(T::one);
     let mut dx = vec![T::zero(); x.len()];
-    let dw = dx
-        .par_chunks_mut(h)
-        .zip(x.par_chunks(h).zip(g.par_chunks(h)))
-        .fold(
-            || vec![T::zero(); h],
-            |mut dw, (dx, (row, g))| {
+    // Partial sums over fixed blocks of rows, added in block order: a fold/reduce would group
+    // rows by how the threads happened to split the work, so `dw` (and a checkpoint trained
+    // from it) would differ in the last bits between two runs.
+    const ROWS: usize = 32;
+    let partial: Vec<Vec<T>> = dx
+        .par_chunks_mut(h * ROWS)
+        .zip(x.par_chunks(h * ROWS).zip(g.par_chunks(h * ROWS)))
+        .map(|(dx, (rows, g))| {
+            let mut dw = vec![T::zero(); h];
+            for (dx, (row, g)) in dx.chunks_mut(h).zip(rows.chunks(h).zip(g.chunks(h))) {
                 let r = inv_rms(row, eps);
                 let dot = row
                     .iter()
@@ -179,18 +183,16 @@ fn rms_norm_bwd<T: Float + Send + Sync>(x: &[T], w: &[T], g: &[T], eps: f64) -> 
                     dx[i] = r * g[i] * w[i] - row[i] * c;
                     dw[i] = dw[i] + g[i] * row[i] * r;
                 }
-                dw
-            },
-        )
-        .reduce(
-            || vec![T::zero(); h],
-            |mut a, b| {
-                for (a, b) in a.iter_mut().zip(b) {
-                    *a = *a + b;
-                }
-                a
-            },
-        );
+            }
+            dw
+        })
+        .collect();
+    let mut dw = vec![T::zero(); h];
+    for block in partial {
+        for (a, b) in dw.iter_mut().zip(block) {
+            *a = *a + b;
+        }
+    }
     (dx, dw)
 }
 

@@ -49,6 +49,15 @@ pub struct TrainJob {
     /// a GGUF).
     pub tokenizer: Option<PathBuf>,
     pub tuning: Tuning,
+    /// A PEFT adapter folder the LoRA adapters start from instead of a fresh initialisation
+    /// (self-improvement rounds: `A_{t+1}` continues `A_t` over the frozen base `model`).
+    /// Without `reference`, DPO's reference is then `model + adapter`.
+    pub continue_adapter: Option<PathBuf>,
+    /// `base_model_name_or_path` written into the exported adapter (default: `model`'s path).
+    pub base_model_name: Option<String>,
+    /// Measure the mean SFT loss over all the training data before and after training (a
+    /// forward pass over the data each time: minutes on a CPU for a few hundred examples).
+    pub loss_on_training_data: bool,
     pub params: TrainParams,
     /// Longest sequence (prompt + response) in tokens; longer responses are cut.
     pub max_len: usize,
@@ -117,6 +126,13 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
         );
     }
     let model = Llama::new(&weights, &job.tuning, job.params.seed)?;
+    if let Some(dir) = &job.continue_adapter {
+        progress(Progress::Phase("loading the adapter to continue"));
+        let adapter = crate::checkpoint::read_peft(dir, job.dtype, &job.device)?;
+        model
+            .load_adapter(&adapter)
+            .with_context(|| format!("adapter {}", dir.display()))?;
+    }
     let trainable_parameters = model
         .trainable()
         .iter()
@@ -161,17 +177,16 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
     let (summary_method, examples, steps, loss_before, loss_after, dpo_after) =
         match (&job.method, &prepared) {
             (_, Prepared::Sft(seqs)) => {
-                let before = sft_loss(&model, seqs, job.params.batch_size)?;
+                let loss = |model: &Llama| -> Result<Option<f64>> {
+                    match job.loss_on_training_data {
+                        true => Ok(Some(sft_loss(model, seqs, job.params.batch_size)?)),
+                        false => Ok(None),
+                    }
+                };
+                let before = loss(&model)?;
                 let logs = train_sft(&model, seqs, &job.params, &mut on_event)?;
-                let after = sft_loss(&model, seqs, job.params.batch_size)?;
-                (
-                    "sft",
-                    seqs.len(),
-                    logs.len(),
-                    Some(before),
-                    Some(after),
-                    None,
-                )
+                let after = loss(&model)?;
+                ("sft", seqs.len(), logs.len(), before, after, None)
             }
             (Method::Dpo(dpo), Prepared::Dpo(pairs)) => {
                 let logs = train_dpo(&model, pairs, &job.params, dpo, &mut on_event)?;
@@ -281,7 +296,9 @@ enum Prepared {
 fn score_reference(job: &TrainJob, policy: &Llama, pairs: &mut [ScoredPair]) -> Result<()> {
     let reference_model;
     let reference = match &job.reference {
-        Some(path) if path != &job.model => {
+        // The model being trained is the reference only before its first step and without
+        // a continued adapter (M0 + A_t is not M0).
+        Some(path) if path != &job.model || job.continue_adapter.is_some() => {
             let weights = Weights::load(path, job.dtype, &job.device)
                 .with_context(|| format!("reference model {}", path.display()))?;
             reference_model = Llama::new(&weights, &Tuning::Frozen, 0)?;
@@ -324,7 +341,11 @@ fn export(job: &TrainJob, weights: &Weights, model: &Llama) -> Result<Vec<PathBu
     }
     if let Some(lora) = model.lora_tensors() {
         let path = job.out.join("adapter");
-        export_peft(&lora, &job.model.display().to_string(), &path)?;
+        let base = match &job.base_model_name {
+            Some(name) => name.clone(),
+            None => job.model.display().to_string(),
+        };
+        export_peft(&lora, &base, &path)?;
         outputs.push(path);
     }
     Ok(outputs)

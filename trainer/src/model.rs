@@ -462,6 +462,36 @@ impl Llama {
         var.set(value)?;
         Ok(())
     }
+
+    /// Starts the adapters from a trained LoRA (the previous round's `A_t`), so one adapter
+    /// over the frozen base continues across rounds. Its rank and alpha must be this
+    /// model's, and it must cover exactly the adapted modules.
+    pub fn load_adapter(&self, adapter: &LoraTensors) -> Result<()> {
+        let Some(lc) = &self.lora_config else {
+            bail!("an adapter to continue needs LoRA tuning");
+        };
+        if adapter.rank != lc.rank || adapter.alpha != lc.alpha {
+            bail!(
+                "the adapter has rank {} and alpha {}, the settings rank {} and alpha {}",
+                adapter.rank,
+                adapter.alpha,
+                lc.rank,
+                lc.alpha
+            );
+        }
+        let expected = self.trainable.len() / 2;
+        if adapter.modules.len() != expected {
+            bail!(
+                "the adapter covers {} modules, the settings {expected}",
+                adapter.modules.len()
+            );
+        }
+        for (module, (a, b)) in &adapter.modules {
+            self.set_trainable(&format!("{module}.lora_A"), a)?;
+            self.set_trainable(&format!("{module}.lora_B"), b)?;
+        }
+        Ok(())
+    }
 }
 
 /// A weight and, when it trains in full, the sink for its gradient.

@@ -126,10 +126,14 @@ fn sum_of_squares(g: &Tensor) -> Result<f64> {
     if let (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) =
         (&*storage, layout.contiguous_offsets())
     {
-        return Ok(v[a..b]
+        // Chunk sums in parallel, then added in chunk order: a parallel reduction would
+        // add them in whatever order the threads finish, and the clipped gradients (so the
+        // checkpoint) would differ in the last bits from one run to the next.
+        let chunks: Vec<f64> = v[a..b]
             .par_chunks(1 << 14)
             .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
-            .sum());
+            .collect();
+        return Ok(chunks.iter().sum());
     }
     drop(storage);
     Ok(g.to_dtype(DType::F64)?
@@ -231,7 +235,8 @@ impl InplaceOp2 for Assign {
 }
 
 /// Learning-rate schedule: linear warmup from 0, then constant or cosine decay to 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Schedule {
     Constant,
     Cosine,

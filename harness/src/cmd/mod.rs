@@ -5,6 +5,8 @@ pub mod compare;
 pub mod grade;
 pub mod prompt;
 pub mod report;
+pub mod run;
+pub mod run_args;
 pub mod tasks;
 pub mod train;
 pub mod train_args;

@@ -18,30 +18,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             .context("setting the thread count")?;
     }
     let job = job_of(&args)?;
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {msg} [{bar:30}] {pos}/{len} (ETA {eta})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    let summary = trainer::job::run(&job, &mut |p| match p {
-        Progress::Phase(what) => bar.set_message(what.to_string()),
-        Progress::Step(s) => {
-            bar.set_length(s.total_steps);
-            bar.set_position(s.step);
-            let mut msg = format!(
-                "epoch {} loss {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s",
-                s.epoch, s.loss, s.learning_rate, s.grad_norm, s.tokens_per_second
-            );
-            if let Some(d) = &s.dpo {
-                msg.push_str(&format!(" margin {:.3} acc {:.2}", d.margin, d.accuracy));
-            }
-            bar.set_message(msg);
-        }
-    })?;
-    bar.finish_and_clear();
+    let summary = run_job(&job, "training")?;
     println!(
         "{} on {} examples ({} skipped as too long): {} steps in {:.1} s, {:.0} tokens/s, {} trainable parameters",
         summary.method,
@@ -124,6 +101,9 @@ fn job_of(args: &TrainArgs) -> Result<TrainJob> {
         reference: args.reference.clone(),
         tokenizer: args.tokenizer.clone(),
         tuning,
+        continue_adapter: args.continue_adapter.clone(),
+        base_model_name: None,
+        loss_on_training_data: args.loss_on_training_data,
         params: TrainParams {
             learning_rate: args.lr.unwrap_or(default_lr),
             epochs: args.epochs,
@@ -147,8 +127,51 @@ fn job_of(args: &TrainArgs) -> Result<TrainJob> {
     })
 }
 
+/// Runs a training job behind a progress bar (steps, loss, rate, ETA) on a terminal, and
+/// with a line per phase and per tenth of the steps otherwise.
+pub fn run_job(job: &TrainJob, label: &str) -> Result<trainer::job::TrainSummary> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {pos}/{len} (ETA {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let mut log: Option<crate::progress::Log> = None;
+    let summary = trainer::job::run(job, &mut |p| match p {
+        Progress::Phase(what) => {
+            bar.set_message(format!("{label}: {what}"));
+            if bar.is_hidden() {
+                crate::progress::phase(&format!("{label}: {what}"));
+            }
+        }
+        Progress::Step(s) => {
+            bar.set_length(s.total_steps);
+            bar.set_position(s.step);
+            let mut msg = format!(
+                "{label}: epoch {} loss {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s",
+                s.epoch, s.loss, s.learning_rate, s.grad_norm, s.tokens_per_second
+            );
+            if let Some(d) = &s.dpo {
+                msg.push_str(&format!(" margin {:.3} acc {:.2}", d.margin, d.accuracy));
+            }
+            let log = log.get_or_insert_with(|| {
+                crate::progress::Log::new(&format!("{label}: steps"), s.total_steps as usize)
+            });
+            log.tick(
+                s.step as usize,
+                &format!("loss {:.4} {:.0} tok/s", s.loss, s.tokens_per_second),
+            );
+            bar.set_message(msg);
+        }
+    })?;
+    bar.finish_and_clear();
+    Ok(summary)
+}
+
 /// The first CUDA device when built with `cuda` and one is present, else the CPU.
-fn device() -> Result<Device> {
+pub(crate) fn device() -> Result<Device> {
     #[cfg(feature = "cuda")]
     if candle_core::utils::cuda_is_available() {
         return Ok(Device::new_cuda(0)?);

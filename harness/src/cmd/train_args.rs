@@ -12,11 +12,13 @@ pub enum TrainMethod {
     Dpo,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ExportType {
     F32,
     F16,
     #[value(name = "q8_0")]
+    #[serde(rename = "q8_0")]
     Q8_0,
     /// No GGUF export.
     None,
@@ -46,6 +48,15 @@ pub struct TrainArgs {
     /// for a Hugging Face folder).
     #[arg(long, value_name = "FILE.gguf")]
     pub tokenizer: Option<PathBuf>,
+    /// LoRA: start the adapters from this PEFT adapter folder (a previous round's
+    /// `adapter/`) instead of a fresh initialisation; --model stays the frozen base. DPO's
+    /// reference is then base + this adapter unless --ref is given.
+    #[arg(long, value_name = "DIR", conflicts_with = "full")]
+    pub continue_adapter: Option<PathBuf>,
+    /// SFT: also measure the mean loss over all the training data before and after training
+    /// (one forward pass over the data each time).
+    #[arg(long)]
+    pub loss_on_training_data: bool,
     /// Output folder (model.gguf, adapter/, hf/, train_log.jsonl, train_summary.json).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,

@@ -17,7 +17,7 @@ use candle_core::{DType, Device, Tensor};
 pub use atomic::{write_dir_atomically, write_file_atomically};
 pub use gguf::{GgufSource, GgufType, export_gguf};
 pub use hf::export_hf;
-pub use peft::{LoraTensors, export_peft};
+pub use peft::{LoraTensors, export_peft, read_peft};
 
 use crate::config::LlamaConfig;
 

@@ -1,0 +1,696 @@
+//! `harness run`: the self-improvement loop of SPEC.md (Algorithm 1), end to end.
+//!
+//! Round 1: M1 = SFT of M0 on the gold pairs (or `--m1`). Every round t: evaluate M_t on the
+//! evaluation split and the OOD sets; for t < T, sample the training questions, grade, build
+//! D_t, train M_{t+1} from M_t. The methods share rounds 0 and 1. After each round the
+//! method's reports are rewritten and a per-round table is printed. Every step writes
+//! atomically and is skipped when its output exists (see `loop_dir`), so the same command
+//! continues a stopped run and ends with the same files.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use backends::Backend;
+use benchmarks::training_data::{dpo_pairs, gold_sft, sft_from_samples};
+use benchmarks::{Problem, PromptStyle, Sandbox, Task, Template};
+use trainer::job::{Method, TrainJob};
+use trainer::train::{DpoParams, TrainParams};
+use trainer::{LoraConfig, Tuning};
+
+use super::run_args::{DpoReference, LoopMethod, RunArgs};
+use super::train_args::ExportType;
+use crate::cli::{BackendKind, Style};
+use crate::cmd::grade::sandbox_config;
+use crate::engine::{backend_name, flash_attention, make_backend};
+use crate::evaluate::{self, Plan, Settings, evenly_spaced};
+use crate::loop_dir::{EvalSet, LoopDir, LoopSettings, read_settings};
+use crate::progress;
+use crate::reports::{ReportOptions, report_files};
+use crate::round_table;
+
+/// Seeds of round t's training samples start here times t (sample j: `seed + OFFSET t + j`).
+const TRAIN_SEED_OFFSET: u64 = 1_000_000;
+
+pub fn run(args: RunArgs) -> Result<()> {
+    trainer::process::prepare_for_training();
+    if let Some(threads) = args.training.train_threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("setting the trainer's thread count")?;
+    }
+    if args.backend == BackendKind::Openai {
+        bail!(
+            "harness run samples through the embedded engine only, for now: a server must be \
+             told to serve each round's checkpoint (vLLM adapter loading or a restart hook), \
+             which is not built yet; run `harness bench --backend openai` per round instead"
+        );
+    }
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let m0 = match &args.model {
+        Some(path) => PathBuf::from(path),
+        None => backends::models::ensure(&backends::models::SMOLLM2_135M)?,
+    };
+    let mut engine = Engine {
+        backend: None,
+        current: None,
+        args: &args,
+    };
+    engine.with(&m0)?;
+    let run = Loop::new(&args, m0, engine.model_id())?;
+    eprintln!("run directory: {}", run.dir.root().display());
+    run.execute(&mut engine)
+}
+
+/// The sampling engine, pointed at one model at a time.
+struct Engine<'a> {
+    /// None after `release`.
+    backend: Option<Box<dyn Backend>>,
+    /// The GGUF loaded now.
+    current: Option<PathBuf>,
+    args: &'a RunArgs,
+}
+
+impl Engine<'_> {
+    /// The backend with `gguf` loaded (`Backend::load_checkpoint` when the model changes).
+    fn with(&mut self, gguf: &Path) -> Result<&mut dyn Backend> {
+        let args = self.args;
+        let backend = match self.backend.take() {
+            Some(mut backend) => {
+                if self.current.as_deref() != Some(gguf) {
+                    progress::phase(&format!("loading {}", gguf.display()));
+                    backend.load_checkpoint(gguf)?;
+                }
+                backend
+            }
+            None => {
+                progress::phase(&format!("loading {}", gguf.display()));
+                let model = gguf.to_string_lossy();
+                make_backend(args.backend, Some(&model), &args.llamacpp, &args.openai)?
+            }
+        };
+        self.current = Some(gguf.to_path_buf());
+        Ok(self.backend.insert(backend).as_mut())
+    }
+
+    /// Frees the loaded model before training when `--low-memory` is given.
+    fn release(&mut self) {
+        if self.args.low_memory {
+            self.backend = None;
+            self.current = None;
+        }
+    }
+
+    fn model_id(&self) -> String {
+        self.backend
+            .as_ref()
+            .map_or_else(String::new, |b| b.model_id())
+    }
+}
+
+/// A loop's fixed inputs: settings, problems and the directory.
+struct Loop<'a> {
+    args: &'a RunArgs,
+    settings: LoopSettings,
+    dir: LoopDir,
+    task: &'static Task,
+    template: &'static Template,
+    style: PromptStyle,
+    m0: PathBuf,
+    train_problems: Vec<Problem>,
+    /// The evaluation split first, then the OOD sets, with their problems.
+    eval_sets: Vec<(EvalSet, &'static Task, &'static Template, Vec<Problem>)>,
+    sandbox: Option<Sandbox>,
+    phases: Phases,
+}
+
+impl<'a> Loop<'a> {
+    fn new(args: &'a RunArgs, m0: PathBuf, model_id: String) -> Result<Self> {
+        let task = benchmarks::task(&args.task)?;
+        let train_split = task
+            .train_split
+            .with_context(|| format!("task {} has no training split", task.name))?;
+        let source = args.data.source();
+        let template = benchmarks::prompt::template(task.template)?;
+        let train_problems = evenly_spaced(
+            task.load(train_split, &source, args.data.seed)?,
+            args.train_limit,
+        );
+        let eval = EvalSet {
+            task: task.name.into(),
+            split: task.eval_split.into(),
+        };
+        let ood = ood_sets(task, &args.ood)?;
+        let mut eval_sets = Vec::new();
+        for (set, limit) in
+            std::iter::once((&eval, args.eval_limit)).chain(ood.iter().map(|s| (s, args.ood_limit)))
+        {
+            let t = benchmarks::task(&set.task)?;
+            let problems = evenly_spaced(t.load(&set.split, &source, args.data.seed)?, limit);
+            let tpl = benchmarks::prompt::template(t.template)?;
+            eval_sets.push((set.clone(), t, tpl, problems));
+        }
+        let settings = LoopSettings {
+            task: task.name.into(),
+            task_version: task.version,
+            train_split: train_split.into(),
+            eval,
+            ood,
+            methods: args.method.clone(),
+            rounds: args.rounds,
+            backend: backend_name(args.backend).into(),
+            model: model_id,
+            model_path: m0.display().to_string(),
+            m1: args.m1.clone(),
+            eval_base: args.eval_base,
+            train_limit: args.train_limit,
+            eval_limit: args.eval_limit,
+            ood_limit: args.ood_limit,
+            n_train: args.n_train,
+            n_eval: args.n_eval,
+            temperature: args.temperature,
+            top_p: args.top_p,
+            top_k: args.top_k,
+            min_p: args.min_p,
+            max_tokens: args.max_tokens,
+            seed: args.seed,
+            style: format!("{:?}", args.style).to_lowercase(),
+            max_pairs: args.max_pairs,
+            dpo_ref: args.dpo_ref,
+            arith_seed: args.data.seed,
+            flash_attention: flash_attention(args.backend, &args.llamacpp).map(String::from),
+            training: args.training.clone(),
+        };
+        let out = args.out.clone().unwrap_or_else(default_out);
+        let dir = LoopDir::open(&out, &settings)?;
+        let needs_sandbox = eval_sets
+            .iter()
+            .any(|(_, t, _, _)| t.grader == benchmarks::GraderKind::Code);
+        let sandbox = match needs_sandbox {
+            true => Some(Sandbox::new(sandbox_config(&args.sandbox))?),
+            false => None,
+        };
+        Ok(Loop {
+            args,
+            settings,
+            dir,
+            task,
+            template,
+            style: match args.style {
+                Style::Chat => PromptStyle::Chat,
+                Style::Text => PromptStyle::Text,
+            },
+            m0,
+            train_problems,
+            eval_sets,
+            sandbox,
+            phases: Phases::default(),
+        })
+    }
+
+    fn execute(mut self, engine: &mut Engine) -> Result<()> {
+        let started = Instant::now();
+        let methods = self.args.method.clone();
+        let first = methods[0];
+        if self.args.eval_base {
+            let m0 = self.m0.clone();
+            self.sample_round(engine, &m0, first, 0)?;
+        }
+        let m1 = self.m1(engine)?;
+        self.sample_round(engine, &m1.join("model.gguf"), first, 1)?;
+        for &method in &methods {
+            self.report(method, 1)?;
+        }
+        for round in 2..=self.args.rounds {
+            for &method in &methods {
+                let model = self.train_round(engine, method, round)?;
+                self.sample_round(engine, &model.join("model.gguf"), method, round)?;
+                self.report(method, round)?;
+            }
+        }
+        self.phases.print(started.elapsed().as_secs_f64());
+        for &method in &methods {
+            println!(
+                "{}: reports in {}",
+                method.name(),
+                self.dir.reports(method).display()
+            );
+        }
+        Ok(())
+    }
+
+    /// M1: the given folder, or SFT of M0 on the gold pairs.
+    fn m1(&mut self, engine: &mut Engine) -> Result<PathBuf> {
+        if let Some(dir) = &self.args.m1 {
+            if !dir.join("model.gguf").exists() {
+                bail!("--m1 {}: no model.gguf in it", dir.display());
+            }
+            if !self.args.training.full && !dir.join("adapter").exists() {
+                bail!(
+                    "--m1 {}: a LoRA loop continues M1's adapter, and this folder has no adapter/ \
+                     (give --full to continue a fully fine-tuned M1)",
+                    dir.display()
+                );
+            }
+            return Ok(dir.clone());
+        }
+        let round = self.dir.round(LoopMethod::Sft, 1);
+        let data = round.join("gold.jsonl");
+        if !data.exists() {
+            std::fs::create_dir_all(&round)?;
+            let records = gold_sft(&self.train_problems, self.template, self.style);
+            benchmarks::write_jsonl(&data, &records)?;
+        }
+        self.train(engine, &round, &data, false, None)?;
+        Ok(round.join("model"))
+    }
+
+    /// Builds D_t from M_{t-1}'s training samples and trains M_t; returns M_t's folder.
+    fn train_round(
+        &mut self,
+        engine: &mut Engine,
+        method: LoopMethod,
+        round: u32,
+    ) -> Result<PathBuf> {
+        let dir = self.dir.round(method, round);
+        let previous = self.model_dir(method, round - 1);
+        if dir.join("model").exists() {
+            return Ok(dir.join("model"));
+        }
+        std::fs::create_dir_all(&dir)?;
+        let data = dir.join("data.jsonl");
+        let dpo = method.dpo_at(round);
+        if !data.exists() {
+            let samples = benchmarks::read_samples(
+                &self
+                    .dir
+                    .round(method, round - 1)
+                    .join("train_samples.jsonl"),
+            )?;
+            let count = if dpo {
+                let seed = self.args.training.train_seed.wrapping_add(u64::from(round));
+                let pairs = dpo_pairs(&samples, self.args.max_pairs, seed)?;
+                benchmarks::write_jsonl(&data, &pairs)?;
+                pairs.len()
+            } else {
+                let records = sft_from_samples(&samples)?;
+                benchmarks::write_jsonl(&data, &records)?;
+                records.len()
+            };
+            progress::phase(&format!(
+                "{} round {round}: D_{round} has {count} {}",
+                method.name(),
+                if dpo { "pairs" } else { "examples" }
+            ));
+        }
+        if std::fs::metadata(&data)?.len() == 0 {
+            // Nothing to learn from (no correct response, or no question with both kinds):
+            // M_t is M_{t-1}, and the round says so.
+            progress::phase(&format!(
+                "{} round {round}: empty data set, the model carries over unchanged",
+                method.name()
+            ));
+            carry_over(&previous, &dir.join("model"))?;
+            return Ok(dir.join("model"));
+        }
+        self.train(engine, &dir, &data, dpo, Some(&previous))?;
+        Ok(dir.join("model"))
+    }
+
+    /// The folder of M_round for a method.
+    fn model_dir(&self, method: LoopMethod, round: u32) -> PathBuf {
+        match (round, &self.args.m1) {
+            (1, Some(m1)) => m1.clone(),
+            _ => self.dir.round(method, round).join("model"),
+        }
+    }
+
+    /// Trains into `round/model` (through `round/model.partial`, renamed when done).
+    fn train(
+        &mut self,
+        engine: &mut Engine,
+        round: &Path,
+        data: &Path,
+        dpo: bool,
+        previous: Option<&Path>,
+    ) -> Result<()> {
+        let out = round.join("model");
+        if out.exists() {
+            return Ok(());
+        }
+        let partial = round.join("model.partial");
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial)
+                .with_context(|| format!("removing {}", partial.display()))?;
+        }
+        engine.release();
+        let job = self.job(data, dpo, previous, &partial)?;
+        let label = format!(
+            "{} {}",
+            round
+                .strip_prefix(self.dir.root())
+                .unwrap_or(round)
+                .display(),
+            if dpo { "DPO" } else { "SFT" }
+        );
+        let started = Instant::now();
+        crate::cmd::train::run_job(&job, &label)?;
+        self.phases.training += started.elapsed().as_secs_f64();
+        std::fs::rename(&partial, &out)
+            .with_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
+        Ok(())
+    }
+
+    fn job(&self, data: &Path, dpo: bool, previous: Option<&Path>, out: &Path) -> Result<TrainJob> {
+        let t = &self.args.training;
+        let lora = !t.full;
+        let (model, continue_adapter) = match (lora, previous) {
+            (true, Some(prev)) => (self.m0.clone(), Some(prev.join("adapter"))),
+            (true, None) => (self.m0.clone(), None),
+            (false, Some(prev)) => (prev.join("model.gguf"), None),
+            (false, None) => (self.m0.clone(), None),
+        };
+        let reference = match (dpo, self.args.dpo_ref) {
+            (false, _) | (true, DpoReference::Previous) => None,
+            (true, DpoReference::M1) => Some(self.model_dir(LoopMethod::Sft, 1).join("model.gguf")),
+            (true, DpoReference::M0) => Some(self.m0.clone()),
+        };
+        let learning_rate = match (dpo, lora) {
+            (false, true) => t.lr.unwrap_or(2e-4),
+            (false, false) => t.lr.unwrap_or(1e-5),
+            (true, true) => t.dpo_lr.unwrap_or(5e-6),
+            (true, false) => t.dpo_lr.unwrap_or(5e-7),
+        };
+        let gguf = match t.gguf_type.unwrap_or(if lora {
+            ExportType::F16
+        } else {
+            ExportType::F32
+        }) {
+            ExportType::F32 => trainer::checkpoint::GgufType::F32,
+            ExportType::F16 => trainer::checkpoint::GgufType::F16,
+            ExportType::Q8_0 => trainer::checkpoint::GgufType::Q8_0,
+            ExportType::None => {
+                bail!("the loop samples each round's model.gguf: --gguf-type none does not apply")
+            }
+        };
+        Ok(TrainJob {
+            method: match dpo {
+                true => Method::Dpo(DpoParams {
+                    beta: t.beta,
+                    label_smoothing: t.label_smoothing,
+                    nll_weight: t.nll_weight,
+                }),
+                false => Method::Sft,
+            },
+            data: data.to_path_buf(),
+            eval_data: None,
+            model,
+            reference,
+            tokenizer: None,
+            tuning: match lora {
+                true => Tuning::Lora(LoraConfig {
+                    rank: t.lora_rank,
+                    alpha: t.lora_alpha,
+                    dropout: t.lora_dropout,
+                    target_modules: t.lora_targets.clone(),
+                }),
+                false => Tuning::Full,
+            },
+            continue_adapter,
+            base_model_name: Some(self.m0.display().to_string()),
+            loss_on_training_data: false,
+            params: TrainParams {
+                learning_rate,
+                epochs: t.epochs,
+                batch_size: t.train_batch_size,
+                grad_accum: t.grad_accum,
+                warmup_ratio: t.warmup_ratio,
+                schedule: t.schedule,
+                max_grad_norm: t.max_grad_norm,
+                adamw: trainer::optim::AdamWParams {
+                    weight_decay: t.weight_decay,
+                    ..Default::default()
+                },
+                seed: t.train_seed,
+            },
+            max_len: t.max_len,
+            out: out.to_path_buf(),
+            gguf: Some(gguf),
+            hf: false,
+            device: crate::cmd::train::device()?,
+            dtype: candle_core::DType::F32,
+        })
+    }
+
+    /// Evaluates M_round (greedy + n_eval samples on every evaluation set) and, before the
+    /// last round, samples the training questions, in one batch for the engine.
+    fn sample_round(
+        &mut self,
+        engine: &mut Engine,
+        gguf: &Path,
+        method: LoopMethod,
+        round: u32,
+    ) -> Result<()> {
+        let dir = self.dir.round(method, round);
+        std::fs::create_dir_all(dir.join("eval"))?;
+        let mut plans: Vec<Plan> = self
+            .eval_sets
+            .iter()
+            .map(|(set, task, template, problems)| Plan {
+                task,
+                split: set.split.clone(),
+                template,
+                problems: problems.clone(),
+                file: dir.join("eval").join(set.file_name()),
+                round,
+                greedy: true,
+                n: self.args.n_eval,
+                seed: self.args.seed,
+            })
+            .collect();
+        if round >= 1 && round < self.args.rounds {
+            plans.push(Plan {
+                task: self.task,
+                split: self.settings.train_split.clone(),
+                template: self.template,
+                problems: self.train_problems.clone(),
+                file: dir.join("train_samples.jsonl"),
+                round,
+                greedy: false,
+                n: self.args.n_train,
+                seed: self
+                    .args
+                    .seed
+                    .wrapping_add(TRAIN_SEED_OFFSET * u64::from(round)),
+            });
+        }
+        let label = dir
+            .strip_prefix(self.dir.root())
+            .unwrap_or(&dir)
+            .display()
+            .to_string();
+        let outcome = evaluate::sample_and_grade(
+            engine.with(gguf)?,
+            &plans,
+            &self.sampling_settings(),
+            self.sandbox.as_ref(),
+            &label,
+        )?;
+        self.phases.sampling += outcome.sampling_seconds;
+        self.phases.grading += outcome.grading_seconds;
+        if outcome.new_tokens > 0 {
+            progress::phase(&format!(
+                "{label}: {} new tokens in {:.0} s ({:.1} tok/s)",
+                outcome.new_tokens,
+                outcome.sampling_seconds,
+                outcome.new_tokens as f64 / outcome.sampling_seconds.max(1e-9)
+            ));
+        }
+        Ok(())
+    }
+
+    fn sampling_settings(&self) -> Settings {
+        let a = self.args;
+        let greedy = backends::Sampling {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            max_tokens: a.max_tokens,
+            stop: Vec::new(),
+            ignore_eos: false,
+        };
+        Settings {
+            style: self.style,
+            sampled: backends::Sampling {
+                temperature: a.temperature,
+                top_p: a.top_p,
+                top_k: a.top_k,
+                min_p: a.min_p,
+                ..greedy.clone()
+            },
+            greedy,
+            backend: backend_name(a.backend),
+        }
+    }
+
+    /// Rewrites a method's reports for its rounds up to `round` and prints its table.
+    fn report(&mut self, method: LoopMethod, round: u32) -> Result<()> {
+        let started = Instant::now();
+        let options = ReportOptions {
+            regrade: false,
+            semantic: !self.args.no_semantic,
+            sandbox: &self.args.sandbox,
+            data: &self.args.data,
+        };
+        let measures = report_method(&self.dir, &self.settings, method, round, &options)?;
+        self.phases.reporting += started.elapsed().as_secs_f64();
+        round_table::print(method.name(), &self.settings, &measures);
+        Ok(())
+    }
+}
+
+/// The sample files of a method's rounds up to `last`, in round order.
+fn method_files(dir: &LoopDir, method: LoopMethod, last: u32) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for round in 0..=last {
+        let folder = dir.round(method, round);
+        let eval = folder.join("eval");
+        if eval.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(&eval)?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        }
+        let train = folder.join("train_samples.jsonl");
+        if train.exists() {
+            files.push(train);
+        }
+    }
+    Ok(files)
+}
+
+fn report_method(
+    dir: &LoopDir,
+    settings: &LoopSettings,
+    method: LoopMethod,
+    last: u32,
+    options: &ReportOptions,
+) -> Result<results::Measures> {
+    let files = method_files(dir, method, last)?;
+    let out = dir.reports(method);
+    std::fs::create_dir_all(&out)?;
+    let value = serde_json::json!({
+        "backend": settings.backend,
+        "model": settings.model,
+        "arith_seed": settings.arith_seed,
+    });
+    report_files(&out, &files, &value, method.name(), dir.root(), options)
+}
+
+/// `harness report DIR` on a loop directory: every method's reports, from its files.
+pub fn report_loop(root: &Path, options: &ReportOptions) -> Result<results::Measures> {
+    let settings = read_settings(root)?;
+    let dir = LoopDir::open(root, &settings)?;
+    let mut last = results::Measures::default();
+    for &method in &settings.methods {
+        last = report_method(&dir, &settings, method, settings.rounds, options)?;
+        round_table::print(method.name(), &settings, &last);
+    }
+    Ok(last)
+}
+
+/// The OOD sets of `--ood`, or the task's defaults (SPEC.md).
+fn ood_sets(task: &Task, given: &[String]) -> Result<Vec<EvalSet>> {
+    let names: Vec<String> = match given {
+        [] => match task.name {
+            "gsm8k" => vec!["svamp".into(), "math:math500".into()],
+            "arith" => vec!["arith:ood".into()],
+            _ => Vec::new(),
+        },
+        [none] if none == "none" => Vec::new(),
+        _ => given.to_vec(),
+    };
+    names
+        .iter()
+        .map(|name| {
+            let (task, split) = match name.split_once(':') {
+                Some((t, s)) => (benchmarks::task(t)?, s.to_string()),
+                None => {
+                    let t = benchmarks::task(name)?;
+                    (t, t.eval_split.to_string())
+                }
+            };
+            task.split(&split)
+                .with_context(|| format!("--ood {name}"))?;
+            Ok(EvalSet {
+                task: task.name.into(),
+                split,
+            })
+        })
+        .collect()
+}
+
+/// M_t = M_{t-1}: the previous model folder's files, hard-linked where possible.
+fn carry_over(previous: &Path, out: &Path) -> Result<()> {
+    let partial = out.with_extension("partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)?;
+    }
+    copy_tree(previous, &partial)?;
+    std::fs::rename(&partial, out)?;
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if std::fs::hard_link(entry.path(), &target).is_err() {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Wall time of this invocation by phase.
+#[derive(Default)]
+struct Phases {
+    sampling: f64,
+    grading: f64,
+    training: f64,
+    /// Metrics, embeddings, CSVs and plots.
+    reporting: f64,
+}
+
+impl Phases {
+    fn print(&self, wall: f64) {
+        let other = wall - self.sampling - self.grading - self.training - self.reporting;
+        println!(
+            "time: {wall:.0} s: sampling {:.0} s, grading {:.0} s, training {:.0} s, reports {:.0} s, other {:.0} s ({:.1}%)",
+            self.sampling,
+            self.grading,
+            self.training,
+            self.reporting,
+            other,
+            100.0 * other / wall.max(1e-9)
+        );
+    }
+}
+
+fn default_out() -> PathBuf {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    PathBuf::from("runs").join(format!("run-{now}"))
+}

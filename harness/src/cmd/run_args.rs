@@ -1,0 +1,231 @@
+//! Flags of `harness run`. Every flag can also be set in a TOML file (`--config`), by its
+//! long name (`train-limit = 300` or `train_limit = 300`); flags on the command line win.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{BackendKind, DataArgs, LlamaCppArgs, OpenAiArgs, SandboxArgs, Style};
+use crate::cmd::train_args::ExportType;
+
+/// The post-training method F of the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoopMethod {
+    /// SFT on the correct responses every round.
+    Sft,
+    /// DPO on (correct, incorrect) pairs every round.
+    Dpo,
+    /// DPO at round 2, then SFT, DPO, ... alternating.
+    SftDpo,
+}
+
+impl LoopMethod {
+    /// The folder and report name.
+    pub fn name(self) -> &'static str {
+        match self {
+            LoopMethod::Sft => "sft",
+            LoopMethod::Dpo => "dpo",
+            LoopMethod::SftDpo => "sft-dpo",
+        }
+    }
+
+    /// Whether M_round is trained with DPO (else SFT). Round 1 is always SFT on gold.
+    pub fn dpo_at(self, round: u32) -> bool {
+        match self {
+            LoopMethod::Sft => false,
+            LoopMethod::Dpo => round >= 2,
+            LoopMethod::SftDpo => round >= 2 && round % 2 == 0,
+        }
+    }
+}
+
+/// DPO's reference model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DpoReference {
+    /// The model being trained, M_{t-1} (for LoRA: M0 + A_{t-1}).
+    Previous,
+    /// The round-1 model.
+    M1,
+    /// The base model.
+    M0,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A TOML file of settings (keys are the long flag names); flags given here win.
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Task to self-improve on: gsm8k, math, csqa, mbpp or arith.
+    #[arg(long, default_value = "arith")]
+    pub task: String,
+    /// Post-training methods, comma-separated (sft, dpo, sft-dpo); they share M1 and its
+    /// round-1 evaluation and training samples, computed once.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "sft,dpo,sft-dpo"
+    )]
+    pub method: Vec<LoopMethod>,
+    /// Rounds T: M1 (SFT on gold) is round 1; rounds 2..T train on the model's own samples.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Inference engine.
+    #[arg(long, value_enum, default_value_t = BackendKind::Llamacpp)]
+    pub backend: BackendKind,
+    /// The base model M0: a GGUF for llamacpp (default: SmolLM2-135M-Instruct Q4_1, fetched
+    /// on first use).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Reuse this M1 instead of training it: a folder written by `harness train` (model.gguf,
+    /// and adapter/ for LoRA runs).
+    #[arg(long, value_name = "DIR")]
+    pub m1: Option<PathBuf>,
+    /// Also evaluate M0, as round 0.
+    #[arg(long)]
+    pub eval_base: bool,
+    /// Training questions (gold pairs for M1, questions sampled every round), evenly spaced
+    /// through the training split so every level is covered (0: all).
+    #[arg(long, default_value_t = 240)]
+    pub train_limit: usize,
+    /// Evaluation problems, evenly spaced through the evaluation split (0: all).
+    #[arg(long, default_value_t = 30)]
+    pub eval_limit: usize,
+    /// Problems of each out-of-distribution set (0: all).
+    #[arg(long, default_value_t = 20)]
+    pub ood_limit: usize,
+    /// Out-of-distribution sets as task:split (or a task's evaluation split by its name
+    /// alone), comma-separated; `none` for none. Default: gsm8k -> svamp, math:math500;
+    /// arith -> arith:ood; others none.
+    #[arg(long, value_delimiter = ',')]
+    pub ood: Vec<String>,
+    /// Samples per training question each round (the study: 50).
+    #[arg(long, default_value_t = 4)]
+    pub n_train: u32,
+    /// Samples per evaluation problem besides the greedy response (pass@k, diversity).
+    #[arg(long, default_value_t = 4)]
+    pub n_eval: u32,
+    /// Sampling temperature (the study: 0.75).
+    #[arg(long, default_value_t = 0.75)]
+    pub temperature: f32,
+    /// Nucleus sampling threshold (the study: 0.95).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Top-k sampling (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: u32,
+    /// Min-p sampling (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Largest number of new tokens per response.
+    #[arg(long, default_value_t = 160)]
+    pub max_tokens: u32,
+    /// Base seed. Evaluation: greedy with `seed`, sample j with `seed + j` every round.
+    /// Training questions of round t: sample j with `seed + 1000000 t + j`.
+    #[arg(long, default_value_t = 1234)]
+    pub seed: u64,
+    /// Prompt form: chat messages (instruct models) or plain text (base models).
+    #[arg(long, value_enum, default_value_t = Style::Chat)]
+    pub style: Style,
+    /// Largest number of DPO pairs per question.
+    #[arg(long, default_value_t = 5)]
+    pub max_pairs: usize,
+    /// DPO's reference model.
+    #[arg(long, value_enum, default_value_t = DpoReference::Previous)]
+    pub dpo_ref: DpoReference,
+    /// Run directory; the same command with the same directory continues a stopped run
+    /// (default: runs/run-<unix time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Skip SentenceBERT diversity (no encoder fetch, no embedding time).
+    #[arg(long)]
+    pub no_semantic: bool,
+    /// Release the sampling engine's model before training and load the next one after
+    /// (less memory held at once; GPU memory).
+    #[arg(long)]
+    pub low_memory: bool,
+    #[command(flatten)]
+    pub training: LoopTrainArgs,
+    #[command(flatten)]
+    pub llamacpp: LlamaCppArgs,
+    #[command(flatten)]
+    pub openai: OpenAiArgs,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// The trainer's settings in the loop (see `harness train --help`).
+#[derive(Debug, Args, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopTrainArgs {
+    /// Train every weight (the study's setting) instead of one LoRA adapter continued
+    /// across rounds.
+    #[arg(long)]
+    pub full: bool,
+    /// LoRA rank r.
+    #[arg(long, default_value_t = 16)]
+    pub lora_rank: usize,
+    /// LoRA alpha (the update is scaled by alpha / rank).
+    #[arg(long, default_value_t = 32.0)]
+    pub lora_alpha: f64,
+    /// LoRA dropout on the adapters' input.
+    #[arg(long, default_value_t = 0.05)]
+    pub lora_dropout: f64,
+    /// Projections that get adapters, comma-separated, or all-linear.
+    #[arg(long, value_delimiter = ',', default_value = "all-linear")]
+    pub lora_targets: Vec<String>,
+    /// SFT peak learning rate (default: 2e-4 LoRA, 1e-5 full).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// DPO peak learning rate (default: 5e-6 LoRA, 5e-7 full).
+    #[arg(long)]
+    pub dpo_lr: Option<f64>,
+    /// Passes over each round's data.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Sequences (SFT) or pairs (DPO) per training micro-batch.
+    #[arg(long, default_value_t = 4)]
+    pub train_batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Share of optimizer steps in linear warmup.
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup_ratio: f64,
+    /// Learning-rate schedule after warmup.
+    #[arg(long, default_value = "cosine")]
+    pub schedule: trainer::optim::Schedule,
+    /// Clip the global gradient norm to this (0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Seed of the data order, LoRA's initialisation and the DPO pairing.
+    #[arg(long, default_value_t = 42)]
+    pub train_seed: u64,
+    /// Longest prompt + response in tokens.
+    #[arg(long, default_value_t = 1024)]
+    pub max_len: usize,
+    /// DPO beta.
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f64,
+    /// DPO label smoothing.
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// DPO: weight of the chosen responses' NLL (TRL's rpo_alpha).
+    #[arg(long, default_value_t = 0.0)]
+    pub nll_weight: f64,
+    /// Tensor type of each round's model.gguf (default: f16 for LoRA, f32 for full
+    /// fine-tuning, whose next round continues from it).
+    #[arg(long, value_enum)]
+    pub gguf_type: Option<ExportType>,
+    /// Trainer threads (default: all cores).
+    #[arg(long)]
+    #[serde(skip)]
+    pub train_threads: Option<usize>,
+}

@@ -1,0 +1,213 @@
+//! The run directory of `harness run` and its manifest.
+//!
+//! ```text
+//! DIR/manifest.json            settings, seeds, model identity (LoopManifest)
+//! DIR/round-0/eval/*.jsonl     M0's evaluation (--eval-base)
+//! DIR/round-1/gold.jsonl       M1's training data (the gold pairs)
+//! DIR/round-1/model/           M1: model.gguf, adapter/ (LoRA), train_log.jsonl, train_summary.json
+//! DIR/round-1/eval/*.jsonl     M1's evaluation, one file per task and split
+//! DIR/round-1/train_samples.jsonl   M1's samples on the training questions
+//! DIR/<method>/round-<t>/data.jsonl  D_t (TRL format) that trained M_t
+//! DIR/<method>/round-<t>/{model,eval,train_samples.jsonl}
+//! DIR/<method>/*.csv, *.png, *.svg  the method's reports (round 1 shared)
+//! DIR/sbert-embeddings.bin     SentenceBERT vectors, one per distinct response
+//! DIR/phases.jsonl             time spent per step and phase, one line per step done
+//! ```
+//!
+//! Round 1 (and round 0) are shared by every method. Each step's output is written
+//! atomically (files by rename, the model folder by renaming `model.partial`), so a step whose
+//! output exists is done and a stopped run continues at the first step that is not.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::cmd::run_args::{DpoReference, LoopMethod, LoopTrainArgs};
+use crate::run_dir::write_atomic;
+
+/// An evaluation set: a task's split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvalSet {
+    pub task: String,
+    pub split: String,
+}
+
+impl EvalSet {
+    /// The sample file name of this set.
+    pub fn file_name(&self) -> String {
+        format!("{}.{}.jsonl", self.task, self.split)
+    }
+}
+
+/// Everything that decides a loop's numbers. A directory is continued only with the same
+/// settings, except `methods` and `rounds`, which may grow (more methods share M1; more
+/// rounds continue the last model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopSettings {
+    pub task: String,
+    pub task_version: u32,
+    pub train_split: String,
+    pub eval: EvalSet,
+    pub ood: Vec<EvalSet>,
+    pub methods: Vec<LoopMethod>,
+    pub rounds: u32,
+    pub backend: String,
+    /// M0's identity: the GGUF's digest (embedded engine) or the served model id.
+    pub model: String,
+    /// Where M0 was read from (informational: the digest is what must match).
+    #[serde(default)]
+    pub model_path: String,
+    /// A reused M1 folder, if any.
+    pub m1: Option<PathBuf>,
+    pub eval_base: bool,
+    pub train_limit: usize,
+    pub eval_limit: usize,
+    pub ood_limit: usize,
+    pub n_train: u32,
+    pub n_eval: u32,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: u32,
+    pub min_p: f32,
+    pub max_tokens: u32,
+    pub seed: u64,
+    pub style: String,
+    pub max_pairs: usize,
+    pub dpo_ref: DpoReference,
+    pub arith_seed: u64,
+    /// The embedded engine's attention kernel (changes greedy output).
+    pub flash_attention: Option<String>,
+    pub training: LoopTrainArgs,
+}
+
+/// `manifest.json` of a loop directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoopManifest {
+    pub harness_version: String,
+    /// Always `run` (what `harness report` looks at to tell a loop from a bench).
+    pub command: String,
+    pub settings: LoopSettings,
+}
+
+/// A loop directory.
+pub struct LoopDir {
+    root: PathBuf,
+}
+
+impl LoopDir {
+    /// Opens (creating if needed) a loop directory for these settings; an existing one must
+    /// hold the same settings, and the refusal names each that differs.
+    pub fn open(root: &Path, settings: &LoopSettings) -> Result<Self> {
+        std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        let path = root.join("manifest.json");
+        if path.exists() {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let existing: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not JSON", path.display()))?;
+            if existing["command"] != "run" {
+                bail!(
+                    "{} holds a `harness {}` run, not a loop; use another --out",
+                    root.display(),
+                    existing["command"].as_str().unwrap_or("?")
+                );
+            }
+            let mut new = serde_json::to_value(settings)?;
+            let mut old = existing["settings"].clone();
+            for growable in ["methods", "rounds"] {
+                old[growable] = Value::Null;
+                new[growable] = Value::Null;
+            }
+            let differences = differences("", &old, &new);
+            if !differences.is_empty() {
+                bail!(
+                    "{} holds a run with other settings ({}); use the same settings or another --out",
+                    root.display(),
+                    differences.join("; ")
+                );
+            }
+        }
+        let manifest = LoopManifest {
+            harness_version: env!("CARGO_PKG_VERSION").to_string(),
+            command: "run".into(),
+            settings: settings.clone(),
+        };
+        write_atomic(&path, serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+        Ok(LoopDir {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder of round `round` of `method` (rounds 0 and 1 are shared).
+    pub fn round(&self, method: LoopMethod, round: u32) -> PathBuf {
+        match round {
+            0 | 1 => self.root.join(format!("round-{round}")),
+            _ => self.root.join(method.name()).join(format!("round-{round}")),
+        }
+    }
+
+    /// Where a method's reports go.
+    pub fn reports(&self, method: LoopMethod) -> PathBuf {
+        self.root.join(method.name())
+    }
+}
+
+/// The settings of a loop directory's manifest.
+pub fn read_settings(root: &Path) -> Result<LoopSettings> {
+    let path = root.join("manifest.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let manifest: LoopManifest = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a loop manifest", path.display()))?;
+    Ok(manifest.settings)
+}
+
+/// The settings that differ between two JSON values, as `path: old -> new`.
+pub fn differences(path: &str, old: &Value, new: &Value) -> Vec<String> {
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter()
+                .flat_map(|k| {
+                    let sub = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    differences(
+                        &sub,
+                        a.get(k).unwrap_or(&Value::Null),
+                        b.get(k).unwrap_or(&Value::Null),
+                    )
+                })
+                .collect()
+        }
+        (a, b) if a == b => Vec::new(),
+        (a, b) => vec![format!("{path}: {a} -> {b}")],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn differences_name_each_setting_that_changed() {
+        let old = json!({"n_eval": 4, "training": {"lr": null, "full": false}, "task": "arith"});
+        let new = json!({"n_eval": 8, "training": {"lr": 0.001, "full": false}, "task": "arith"});
+        assert_eq!(
+            differences("", &old, &new),
+            ["n_eval: 4 -> 8", "training.lr: null -> 0.001"]
+        );
+        assert!(differences("", &old, &old).is_empty());
+    }
+}

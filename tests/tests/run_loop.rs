@@ -1,0 +1,344 @@
+//! `harness run` on the real default model: two rounds of each method on a handful of arith
+//! problems, the run directory and its data sets checked against the graded samples, and a
+//! run killed at several points that ends byte-identical to an uninterrupted one.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use e2e_tests::{default_model, harness_bin, harness_ok, read_jsonl, serial};
+use serde_json::Value;
+
+/// A small loop: 8 training questions, 3 + 2 evaluation problems, short answers.
+fn args(out: &Path) -> Vec<String> {
+    let model = default_model();
+    [
+        "run",
+        "--task",
+        "arith",
+        "--rounds",
+        "2",
+        "--train-limit",
+        "8",
+        "--eval-limit",
+        "3",
+        "--ood-limit",
+        "2",
+        "--n-train",
+        "4",
+        "--n-eval",
+        "2",
+        "--max-tokens",
+        "80",
+        "--parallel",
+        "8",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-3",
+        "--dpo-lr",
+        "1e-4",
+        "--lora-rank",
+        "4",
+        "--train-batch-size",
+        "4",
+        "--no-semantic",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn run(out: &Path) -> String {
+    let args = args(out);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    harness_ok(&refs)
+}
+
+/// Runs the loop and kills it (SIGKILL) as soon as `stop` holds; returns whether it was
+/// killed (false: it finished first).
+fn run_until(out: &Path, stop: impl Fn() -> bool) -> bool {
+    let mut child = Command::new(harness_bin())
+        .args(args(out))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if stop() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the run did not reach the kill point in 900 s");
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+/// (problem_id, response) -> (correct, finish_reason) of a sample file.
+fn graded(path: &Path) -> HashMap<(String, String), (bool, String)> {
+    read_jsonl(path)
+        .into_iter()
+        .map(|s| {
+            (
+                (
+                    s["problem_id"].as_str().unwrap().to_string(),
+                    s["response"].as_str().unwrap().to_string(),
+                ),
+                (
+                    s["correct"].as_bool().expect("graded"),
+                    s["finish_reason"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn check_directory(dir: &Path) {
+    let r1 = dir.join("round-1");
+    let gold = read_jsonl(&r1.join("gold.jsonl"));
+    assert_eq!(gold.len(), 8);
+    for g in &gold {
+        assert!(g["completion"].as_str().unwrap().contains("####"), "{g}");
+        assert!(g["prompt"].is_array(), "chat prompt: {g}");
+    }
+    let adapter: Value = serde_json::from_str(
+        &std::fs::read_to_string(r1.join("model/adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        adapter["base_model_name_or_path"],
+        default_model().display().to_string(),
+        "the adapter is relative to M0"
+    );
+    for file in ["eval/arith.test.jsonl", "eval/arith.ood.jsonl"] {
+        let samples = read_jsonl(&r1.join(file));
+        let problems = if file.contains("test") { 3 } else { 2 };
+        assert_eq!(samples.len(), problems * 3, "{file}: greedy + 2 each");
+        assert!(samples.iter().all(|s| s["round"] == 1));
+    }
+    let train = r1.join("train_samples.jsonl");
+    assert_eq!(lines(&train), 8 * 4);
+    let samples = graded(&train);
+    let train_lines = read_jsonl(&train);
+    assert!(
+        train_lines
+            .iter()
+            .all(|s| s["split"] == "train" && s["round"] == 1)
+    );
+    assert!(
+        train_lines
+            .iter()
+            .all(|s| s["seed"].as_u64().unwrap() >= 1234 + 1_000_000),
+        "round 1's training samples are seeded seed + 1000000 + j"
+    );
+
+    // SFT: correct responses only, never cut at max_tokens, no duplicate within a question.
+    let sft = read_jsonl(&dir.join("sft/round-2/data.jsonl"));
+    let mut seen = HashSet::new();
+    for r in &sft {
+        let key = (
+            r["problem_id"].as_str().unwrap().to_string(),
+            r["completion"].as_str().unwrap().to_string(),
+        );
+        let (correct, finish) = &samples[&key];
+        assert!(*correct && finish == "stop", "{r}");
+        assert!(seen.insert(key), "duplicate {r}");
+    }
+    let correct_stopped: HashSet<_> = samples
+        .iter()
+        .filter(|(_, (c, f))| *c && f == "stop")
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(
+        seen, correct_stopped,
+        "every usable correct response is kept"
+    );
+
+    // DPO (and SFT-DPO, whose round 2 is DPO): one correct and one incorrect response of
+    // the same question per pair, at most 5 pairs a question; the same pairs in both.
+    let dpo = read_jsonl(&dir.join("dpo/round-2/data.jsonl"));
+    assert_eq!(dpo, read_jsonl(&dir.join("sft-dpo/round-2/data.jsonl")));
+    let mut per_question: BTreeMap<String, usize> = BTreeMap::new();
+    for p in &dpo {
+        let id = p["problem_id"].as_str().unwrap().to_string();
+        let chosen = &samples[&(id.clone(), p["chosen"].as_str().unwrap().to_string())];
+        let rejected = &samples[&(id.clone(), p["rejected"].as_str().unwrap().to_string())];
+        assert!(chosen.0 && !rejected.0, "{p}");
+        *per_question.entry(id).or_default() += 1;
+    }
+    assert!(per_question.values().all(|&n| n <= 5));
+    assert!(
+        !sft.is_empty() && !dpo.is_empty(),
+        "M1 gives a mix of right and wrong answers: {} SFT examples, {} pairs",
+        sft.len(),
+        dpo.len()
+    );
+
+    for method in ["sft", "dpo", "sft-dpo"] {
+        let round = dir.join(method).join("round-2");
+        assert!(round.join("model/model.gguf").exists(), "{method}");
+        assert!(
+            round
+                .join("model/adapter/adapter_model.safetensors")
+                .exists()
+        );
+        assert!(
+            !round.join("train_samples.jsonl").exists(),
+            "no sampling after the last round"
+        );
+        let eval = read_jsonl(&round.join("eval/arith.test.jsonl"));
+        assert!(
+            eval.iter()
+                .all(|s| s["round"] == 2 && s["correct"].is_boolean())
+        );
+        let rounds = std::fs::read_to_string(dir.join(method).join("rounds.csv")).unwrap();
+        let mut reader = csv::Reader::from_reader(rounds.as_bytes());
+        let header = reader.headers().unwrap().clone();
+        let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+        let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+        let test_rounds: Vec<&str> = rows
+            .iter()
+            .filter(|r| &r[col("split")] == "test")
+            .map(|r| &r[col("round")])
+            .collect();
+        assert_eq!(test_rounds, ["1", "2"], "{method}: {rounds}");
+        let coverage = std::fs::read_to_string(dir.join(method).join("coverage.csv")).unwrap();
+        assert!(
+            coverage.lines().any(|l| l.contains(",train,1,8,32,")),
+            "M1's coverage on 8 questions x 4 samples: {coverage}"
+        );
+        let metrics = std::fs::read_to_string(dir.join(method).join("metrics.csv")).unwrap();
+        assert!(
+            metrics.contains(",test+ood,") && metrics.contains("group_disparity"),
+            "group disparity across test and ood: {method}"
+        );
+    }
+}
+
+/// Every file that must be the same after a resumed run: samples, data sets, checkpoints,
+/// adapters and reports (not the train logs, which hold timings).
+fn outputs(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            let kept = [
+                ".jsonl",
+                ".gguf",
+                ".safetensors",
+                ".csv",
+                "adapter_config.json",
+            ]
+            .iter()
+            .any(|s| name.ends_with(s))
+                && !["train_log.jsonl", "phases.jsonl"].contains(&name.as_str());
+            if kept {
+                let rel = path.strip_prefix(dir).unwrap().to_path_buf();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn two_rounds_of_each_method_and_a_killed_run_ends_the_same() {
+    let _serial = serial();
+    let whole_parent = tempfile::tempdir().unwrap();
+    let whole = whole_parent.path().join("run");
+    let stdout = run(&whole);
+    assert!(stdout.contains("round  pass@1"), "{stdout}");
+    check_directory(&whole);
+
+    // The same command again redoes nothing.
+    let before = outputs(&whole);
+    let again = run(&whole);
+    assert!(again.contains("round  pass@1"));
+    assert_eq!(outputs(&whole), before, "a finished run is left as it was");
+
+    let cut_parent = tempfile::tempdir().unwrap();
+    let cut = cut_parent.path().join("run");
+    let kills: [(&str, Box<dyn Fn() -> bool>); 4] = [
+        (
+            "training M1",
+            Box::new(|| cut.join("round-1/model.partial").exists()),
+        ),
+        (
+            "sampling round 1",
+            Box::new(|| lines(&cut.join("round-1/train_samples.jsonl")) >= 5),
+        ),
+        (
+            "exporting an SFT round",
+            Box::new(|| cut.join("sft/round-2/model.partial/model.gguf").exists()),
+        ),
+        (
+            "sampling round 2",
+            Box::new(|| lines(&cut.join("dpo/round-2/eval/arith.test.jsonl")) >= 2),
+        ),
+    ];
+    let mut killed = Vec::new();
+    for (point, stop) in &kills {
+        if run_until(&cut, stop) {
+            killed.push(*point);
+        }
+    }
+    assert!(killed.len() >= 3, "killed at {killed:?}");
+    run(&cut);
+    let (a, b) = (outputs(&whole), outputs(&cut));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "same files"
+    );
+    for (path, bytes) in &a {
+        assert!(
+            &b[path] == bytes,
+            "{} differs after resuming",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn a_loop_directory_refuses_other_settings_by_name() {
+    let _serial = serial();
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A manifest as a first invocation leaves it (the settings, before any step ran).
+    let mut first = args(&dir);
+    first.extend(["--rounds".into(), "0".into()]);
+    let out = Command::new(harness_bin()).args(&first).output().unwrap();
+    assert!(!out.status.success(), "--rounds 0 is refused");
+    let mut a = args(&dir);
+    a.extend(["--m1".into(), "/nonexistent".into()]);
+    let _ = Command::new(harness_bin()).args(&a).output().unwrap();
+    let mut b = args(&dir);
+    let at = b.iter().position(|x| x == "--n-eval").unwrap();
+    b[at + 1] = "3".into();
+    b.extend(["--m1".into(), "/nonexistent".into()]);
+    let out = Command::new(harness_bin()).args(&b).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("n_eval: 2 -> 3"), "{err}");
+}
