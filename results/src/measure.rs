@@ -345,19 +345,27 @@ fn cross_split_disparity(
     }
     for (task, round) in keys {
         let mut per_level = LevelCounts::new();
+        // (lowest level, split), so the name reads from the easiest split (`test+ood`).
         let mut splits = Vec::new();
         for (set, problems) in sets.iter().zip(grouped) {
-            let levelled = problems
+            let lowest = problems
                 .iter()
-                .any(|(id, _)| set.groups.get(*id).is_some_and(|g| g.level.is_some()));
-            if set.task == task && set.round == round && levelled && set.split != "train" {
+                .filter_map(|(id, _)| set.groups.get(*id).and_then(|g| g.level))
+                .min();
+            if let Some(lowest) = lowest
+                && set.task == task
+                && set.round == round
+                && set.split != "train"
+            {
                 count_levels(&mut per_level, problems, set.groups);
-                splits.push(set.split.as_str());
+                splits.push((lowest, set.split.as_str()));
             }
         }
         if splits.len() < 2 {
             continue;
         }
+        splits.sort();
+        let splits: Vec<&str> = splits.into_iter().map(|(_, s)| s).collect();
         let combined = SampleSet {
             task: task.to_string(),
             split: splits.join("+"),

@@ -355,3 +355,61 @@ fn edge_cases() {
         "{error}"
     );
 }
+
+#[test]
+fn group_disparity_spans_a_tasks_splits_from_level_1_to_the_hardest() {
+    let greedy = |id: &str, split: &str, correct: bool| Sample {
+        task: "arith".into(),
+        split: split.into(),
+        problem_id: id.into(),
+        round: 1,
+        response: "x".into(),
+        correct: Some(correct),
+        ..Sample::default()
+    };
+    let test = vec![
+        greedy("a", "test", true),
+        greedy("b", "test", true),
+        greedy("c", "test", false),
+    ];
+    let ood = vec![greedy("d", "ood", false), greedy("e", "ood", true)];
+    let level = |l| ProblemGroups {
+        level: Some(l),
+        subject: None,
+    };
+    let test_groups: HashMap<String, ProblemGroups> = [("a", 1), ("b", 1), ("c", 3)]
+        .iter()
+        .map(|(i, l)| (i.to_string(), level(*l)))
+        .collect();
+    let ood_groups: HashMap<String, ProblemGroups> = [("d", 5), ("e", 5)]
+        .iter()
+        .map(|(i, l)| (i.to_string(), level(*l)))
+        .collect();
+    // The OOD set first, as sample files sorted by name give it.
+    let sets = [
+        SampleSet {
+            task: "arith".into(),
+            split: "ood".into(),
+            round: 1,
+            samples: &ood,
+            groups: &ood_groups,
+        },
+        SampleSet {
+            task: "arith".into(),
+            split: "test".into(),
+            round: 1,
+            samples: &test,
+            groups: &test_groups,
+        },
+    ];
+    let m = measure(&sets, None).unwrap();
+    let row = m
+        .metrics
+        .iter()
+        .find(|r| r.metric == "group_disparity" && r.split == "test+ood")
+        .expect("a cross-split row");
+    // level 1: 2/2, level 5: 1/2 -> (1 - 0.5) / 1.
+    assert_eq!(row.subset, "level=1 vs level=5");
+    assert!((row.value.unwrap() - 0.5).abs() < 1e-12);
+    assert_eq!(row.n_problems, 4);
+}
