@@ -35,6 +35,8 @@ fn args(out: &Path) -> Vec<String> {
         "8",
         "--epochs",
         "2",
+        "--m1-epochs",
+        "2",
         "--lr",
         "1e-3",
         "--dpo-lr",
@@ -70,18 +72,22 @@ fn run_until(out: &Path, stop: impl Fn() -> bool) -> bool {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(900);
-    while Instant::now() < deadline {
+    let killed = loop {
         if child.try_wait().unwrap().is_some() {
-            return false;
+            break false;
         }
-        if stop() {
+        if stop() || Instant::now() > deadline {
             child.kill().unwrap();
-            child.wait().unwrap();
-            return true;
+            break true;
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("the run did not reach the kill point in 900 s");
+    };
+    child.wait().unwrap();
+    assert!(
+        Instant::now() <= deadline,
+        "the run did not reach the kill point in 900 s"
+    );
+    killed
 }
 
 fn lines(path: &Path) -> usize {
@@ -229,6 +235,9 @@ fn check_directory(dir: &Path) {
     }
 }
 
+/// Where to kill a run: a name and a condition on its directory.
+type KillPoint<'a> = (&'static str, Box<dyn Fn() -> bool + 'a>);
+
 /// Every file that must be the same after a resumed run: samples, data sets, checkpoints,
 /// adapters and reports (not the train logs, which hold timings).
 fn outputs(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -278,7 +287,7 @@ fn two_rounds_of_each_method_and_a_killed_run_ends_the_same() {
 
     let cut_parent = tempfile::tempdir().unwrap();
     let cut = cut_parent.path().join("run");
-    let kills: [(&str, Box<dyn Fn() -> bool>); 4] = [
+    let kills: [KillPoint; 4] = [
         (
             "training M1",
             Box::new(|| cut.join("round-1/model.partial").exists()),

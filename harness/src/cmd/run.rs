@@ -424,7 +424,11 @@ impl<'a> Loop<'a> {
             loss_on_training_data: false,
             params: TrainParams {
                 learning_rate,
-                epochs: t.epochs,
+                epochs: if previous.is_none() {
+                    t.m1_epochs
+                } else {
+                    t.epochs
+                },
                 batch_size: t.train_batch_size,
                 grad_accum: t.grad_accum,
                 warmup_ratio: t.warmup_ratio,

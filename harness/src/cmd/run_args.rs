@@ -36,7 +36,7 @@ impl LoopMethod {
         match self {
             LoopMethod::Sft => false,
             LoopMethod::Dpo => round >= 2,
-            LoopMethod::SftDpo => round >= 2 && round % 2 == 0,
+            LoopMethod::SftDpo => round >= 2 && round.is_multiple_of(2),
         }
     }
 }
@@ -89,13 +89,13 @@ pub struct RunArgs {
     pub eval_base: bool,
     /// Training questions (gold pairs for M1, questions sampled every round), evenly spaced
     /// through the training split so every level is covered (0: all).
-    #[arg(long, default_value_t = 240)]
+    #[arg(long, default_value_t = 100)]
     pub train_limit: usize,
     /// Evaluation problems, evenly spaced through the evaluation split (0: all).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 20)]
     pub eval_limit: usize,
     /// Problems of each out-of-distribution set (0: all).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 10)]
     pub ood_limit: usize,
     /// Out-of-distribution sets as task:split (or a task's evaluation split by its name
     /// alone), comma-separated; `none` for none. Default: gsm8k -> svamp, math:math500;
@@ -121,7 +121,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0.0)]
     pub min_p: f32,
     /// Largest number of new tokens per response.
-    #[arg(long, default_value_t = 160)]
+    #[arg(long, default_value_t = 128)]
     pub max_tokens: u32,
     /// Base seed. Evaluation: greedy with `seed`, sample j with `seed + j` every round.
     /// Training questions of round t: sample j with `seed + 1000000 t + j`.
@@ -184,9 +184,12 @@ pub struct LoopTrainArgs {
     /// DPO peak learning rate (default: 5e-6 LoRA, 5e-7 full).
     #[arg(long)]
     pub dpo_lr: Option<f64>,
-    /// Passes over each round's data.
+    /// Passes over each round's data (rounds 2 and later).
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,
+    /// Passes over the gold pairs when training M1.
+    #[arg(long, default_value_t = 3)]
+    pub m1_epochs: usize,
     /// Sequences (SFT) or pairs (DPO) per training micro-batch.
     #[arg(long, default_value_t = 4)]
     pub train_batch_size: usize,
