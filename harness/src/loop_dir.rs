@@ -114,7 +114,9 @@ impl LoopDir {
                     existing["command"].as_str().unwrap_or("?")
                 );
             }
-            let mut new = serde_json::to_value(settings)?;
+            // Through text, as the file was written: `to_value` widens an f32 (0.95 becomes
+            // 0.949999988079071) where the written text keeps its shortest form.
+            let mut new: Value = serde_json::from_str(&serde_json::to_string(settings)?)?;
             let mut old = existing["settings"].clone();
             for growable in ["methods", "rounds"] {
                 old[growable] = Value::Null;
