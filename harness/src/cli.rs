@@ -123,6 +123,15 @@ pub enum Style {
     Text,
 }
 
+impl From<Style> for benchmarks::PromptStyle {
+    fn from(style: Style) -> Self {
+        match style {
+            Style::Chat => benchmarks::PromptStyle::Chat,
+            Style::Text => benchmarks::PromptStyle::Text,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct GradeArgs {
     /// Task the responses answer.

@@ -49,6 +49,26 @@ pub struct Settings {
     pub backend: &'static str,
 }
 
+impl Settings {
+    /// The settings of the N samples; greedy responses take the same token limits with
+    /// temperature 0 and every filter off.
+    pub fn new(style: PromptStyle, sampled: backends::Sampling, backend: &'static str) -> Self {
+        let greedy = backends::Sampling {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            ..sampled.clone()
+        };
+        Settings {
+            style,
+            greedy,
+            sampled,
+            backend,
+        }
+    }
+}
+
 /// What a step did.
 pub struct Outcome {
     /// The graded samples of each plan, in canonical order.
@@ -77,20 +97,23 @@ pub fn sample_and_grade(
         sampling_seconds: 0.0,
         grading_seconds: 0.0,
     };
-    let complete = plans
+    // A plan whose every response is present and graded is neither sampled nor graded again.
+    let complete: Vec<bool> = plans
         .iter()
         .zip(&existing)
-        .all(|(p, s)| missing(p, s).is_empty() && s.iter().all(|s| s.correct.is_some()));
-    if complete {
-        outcome.samples = existing;
-        return Ok(outcome);
+        .map(|(p, s)| missing(p, s).is_empty() && s.iter().all(|s| s.correct.is_some()))
+        .collect();
+    if complete.contains(&false) {
+        let started = Instant::now();
+        outcome.new_tokens = generate(backend, plans, &existing, settings, label)?;
+        outcome.sampling_seconds = started.elapsed().as_secs_f64();
     }
     let started = Instant::now();
-    outcome.new_tokens = generate(backend, plans, &existing, settings, label)?;
-    outcome.sampling_seconds = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    for plan in plans {
-        outcome.samples.push(grade(plan, sandbox, label)?);
+    for ((plan, done), existing) in plans.iter().zip(complete).zip(existing) {
+        outcome.samples.push(match done {
+            true => existing,
+            false => grade(plan, sandbox, label)?,
+        });
     }
     outcome.grading_seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
@@ -149,39 +172,33 @@ fn generate(
             let prompt = plan
                 .template
                 .render(&plan.problems[problem], settings.style);
+            // One request for the greedy response (index 0), one for the missing samples.
+            let greedy: Vec<u32> = match indices.contains(&None) {
+                true => vec![0],
+                false => Vec::new(),
+            };
             let sampled: Vec<u32> = indices.iter().flatten().copied().collect();
-            if indices.contains(&None) {
+            for (is_greedy, wanted, sampling) in [
+                (true, greedy, &settings.greedy),
+                (false, sampled, &settings.sampled),
+            ] {
+                if wanted.is_empty() {
+                    continue;
+                }
                 requests.push(Request {
                     prompt: to_backend_prompt(&prompt),
                     sampling: backends::Sampling {
                         stop: stop.clone(),
-                        ..settings.greedy.clone()
+                        ..sampling.clone()
                     },
                     seed: plan.seed,
-                    indices: vec![0],
+                    indices: wanted,
                 });
                 origins.push(Origin {
                     plan: p,
                     problem,
-                    greedy: true,
+                    greedy: is_greedy,
                     prompt: prompt.clone(),
-                });
-            }
-            if !sampled.is_empty() {
-                requests.push(Request {
-                    prompt: to_backend_prompt(&prompt),
-                    sampling: backends::Sampling {
-                        stop: stop.clone(),
-                        ..settings.sampled.clone()
-                    },
-                    seed: plan.seed,
-                    indices: sampled,
-                });
-                origins.push(Origin {
-                    plan: p,
-                    problem,
-                    greedy: false,
-                    prompt,
                 });
             }
         }

@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use benchmarks::{PromptStyle, Sandbox, prompt};
+use benchmarks::{Sandbox, prompt};
 use serde_json::json;
 
-use crate::cli::{BenchArgs, Style};
+use crate::cli::BenchArgs;
 use crate::cmd::grade::sandbox_config;
 use crate::engine::{backend_name, flash_attention, make_backend};
 use crate::evaluate::{self, Plan, Settings, evenly_spaced};
@@ -70,30 +70,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 /// Greedy and sampling settings of the command line.
 fn settings(args: &BenchArgs) -> Settings {
-    let greedy = backends::Sampling {
-        temperature: 0.0,
-        top_p: 1.0,
-        top_k: 0,
-        min_p: 0.0,
+    let sampled = backends::Sampling {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        min_p: args.min_p,
         max_tokens: args.max_tokens,
         stop: Vec::new(),
         ignore_eos: args.ignore_eos,
     };
-    Settings {
-        style: match args.style {
-            Style::Chat => PromptStyle::Chat,
-            Style::Text => PromptStyle::Text,
-        },
-        sampled: backends::Sampling {
-            temperature: args.temperature,
-            top_p: args.top_p,
-            top_k: args.top_k,
-            min_p: args.min_p,
-            ..greedy.clone()
-        },
-        greedy,
-        backend: backend_name(args.backend),
-    }
+    Settings::new(args.style.into(), sampled, backend_name(args.backend))
 }
 
 /// One plan per task. A task's evaluation split goes to `samples/<task>.jsonl`, another

@@ -1,9 +1,9 @@
 //! `harness prompt`: prints the prompt a problem is asked with.
 
 use anyhow::{Context, Result, bail};
-use benchmarks::{PromptStyle, prompt::template, task};
+use benchmarks::{prompt::template, task};
 
-use crate::cli::{PromptArgs, Style};
+use crate::cli::PromptArgs;
 
 pub fn run(args: PromptArgs) -> Result<()> {
     let task = task(&args.task)?;
@@ -23,11 +23,7 @@ pub fn run(args: PromptArgs) -> Result<()> {
         let problems = task.load(split, &source, args.data.seed)?;
         if let Some(problem) = problems.iter().find(|p| p.id == args.id) {
             let template = template(args.template.as_deref().unwrap_or(task.template))?;
-            let style = match args.style {
-                Style::Chat => PromptStyle::Chat,
-                Style::Text => PromptStyle::Text,
-            };
-            let prompt = template.render(problem, style);
+            let prompt = template.render(problem, args.style.into());
             if args.json {
                 println!(
                     "{}",

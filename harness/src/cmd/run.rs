@@ -19,8 +19,8 @@ use trainer::train::{DpoParams, TrainParams};
 use trainer::{LoraConfig, Tuning};
 
 use super::run_args::{DpoReference, LoopMethod, RunArgs};
-use super::train_args::ExportType;
-use crate::cli::{BackendKind, Style};
+use super::train_args::{ExportType, default_learning_rate};
+use crate::cli::BackendKind;
 use crate::cmd::grade::sandbox_config;
 use crate::engine::{backend_name, flash_attention, make_backend};
 use crate::evaluate::{self, Plan, Settings, evenly_spaced};
@@ -199,10 +199,7 @@ impl<'a> Loop<'a> {
             dir,
             task,
             template,
-            style: match args.style {
-                Style::Chat => PromptStyle::Chat,
-                Style::Text => PromptStyle::Text,
-            },
+            style: args.style.into(),
             m0,
             train_problems,
             eval_sets,
@@ -378,23 +375,15 @@ impl<'a> Loop<'a> {
             (true, DpoReference::M1) => Some(self.model_dir(LoopMethod::Sft, 1).join("model.gguf")),
             (true, DpoReference::M0) => Some(self.m0.clone()),
         };
-        let learning_rate = match (dpo, lora) {
-            (false, true) => t.lr.unwrap_or(2e-4),
-            (false, false) => t.lr.unwrap_or(1e-5),
-            (true, true) => t.dpo_lr.unwrap_or(5e-6),
-            (true, false) => t.dpo_lr.unwrap_or(5e-7),
-        };
-        let gguf = match t.gguf_type.unwrap_or(if lora {
+        let given = if dpo { t.dpo_lr } else { t.lr };
+        let learning_rate = given.unwrap_or(default_learning_rate(dpo, lora));
+        let export = t.gguf_type.unwrap_or(if lora {
             ExportType::F16
         } else {
             ExportType::F32
-        }) {
-            ExportType::F32 => trainer::checkpoint::GgufType::F32,
-            ExportType::F16 => trainer::checkpoint::GgufType::F16,
-            ExportType::Q8_0 => trainer::checkpoint::GgufType::Q8_0,
-            ExportType::None => {
-                bail!("the loop samples each round's model.gguf: --gguf-type none does not apply")
-            }
+        });
+        let Some(gguf) = export.gguf_type() else {
+            bail!("the loop samples each round's model.gguf: --gguf-type none does not apply");
         };
         Ok(TrainJob {
             method: match dpo {
@@ -518,27 +507,16 @@ impl<'a> Loop<'a> {
 
     fn sampling_settings(&self) -> Settings {
         let a = self.args;
-        let greedy = backends::Sampling {
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: 0,
-            min_p: 0.0,
+        let sampled = backends::Sampling {
+            temperature: a.temperature,
+            top_p: a.top_p,
+            top_k: a.top_k,
+            min_p: a.min_p,
             max_tokens: a.max_tokens,
             stop: Vec::new(),
             ignore_eos: false,
         };
-        Settings {
-            style: self.style,
-            sampled: backends::Sampling {
-                temperature: a.temperature,
-                top_p: a.top_p,
-                top_k: a.top_k,
-                min_p: a.min_p,
-                ..greedy.clone()
-            },
-            greedy,
-            backend: backend_name(a.backend),
-        }
+        Settings::new(self.style, sampled, backend_name(a.backend))
     }
 
     /// Rewrites a method's reports for its rounds up to `round` and prints its table.

@@ -6,7 +6,7 @@ use trainer::job::{Method, Progress, TrainJob};
 use trainer::train::{DpoParams, TrainParams};
 use trainer::{LoraConfig, Tuning};
 
-use super::train_args::{ExportType, TrainArgs, TrainMethod};
+use super::train_args::{TrainArgs, TrainMethod, default_learning_rate};
 
 pub fn run(args: TrainArgs) -> Result<()> {
     trainer::process::prepare_for_training();
@@ -60,12 +60,6 @@ fn job_of(args: &TrainArgs) -> Result<TrainJob> {
     };
     let lora = !args.full;
     let dpo = args.method == TrainMethod::Dpo;
-    let default_lr = match (dpo, lora) {
-        (false, false) => 1e-5,
-        (false, true) => 2e-4,
-        (true, false) => 5e-7,
-        (true, true) => 5e-6,
-    };
     let tuning = if lora {
         Tuning::Lora(LoraConfig {
             rank: args.lora_rank,
@@ -85,14 +79,11 @@ fn job_of(args: &TrainArgs) -> Result<TrainJob> {
     } else {
         Method::Sft
     };
-    let gguf = match args.gguf_type {
-        ExportType::F32 => Some(trainer::checkpoint::GgufType::F32),
-        ExportType::F16 => Some(trainer::checkpoint::GgufType::F16),
-        ExportType::Q8_0 => Some(trainer::checkpoint::GgufType::Q8_0),
-        ExportType::None => None,
-    };
     // A Hugging Face base cannot become a GGUF here (no tokenizer metadata to copy).
-    let gguf = gguf.filter(|_| model.extension().is_some_and(|e| e == "gguf"));
+    let gguf = args
+        .gguf_type
+        .gguf_type()
+        .filter(|_| model.extension().is_some_and(|e| e == "gguf"));
     Ok(TrainJob {
         method,
         data: args.data.clone(),
@@ -105,7 +96,7 @@ fn job_of(args: &TrainArgs) -> Result<TrainJob> {
         base_model_name: None,
         loss_on_training_data: args.loss_on_training_data,
         params: TrainParams {
-            learning_rate: args.lr.unwrap_or(default_lr),
+            learning_rate: args.lr.unwrap_or(default_learning_rate(dpo, lora)),
             epochs: args.epochs,
             batch_size: args.batch_size,
             grad_accum: args.grad_accum,

@@ -24,6 +24,29 @@ pub enum ExportType {
     None,
 }
 
+impl ExportType {
+    /// The trainer's GGUF type (`None`: no GGUF export).
+    pub fn gguf_type(self) -> Option<trainer::checkpoint::GgufType> {
+        use trainer::checkpoint::GgufType;
+        match self {
+            ExportType::F32 => Some(GgufType::F32),
+            ExportType::F16 => Some(GgufType::F16),
+            ExportType::Q8_0 => Some(GgufType::Q8_0),
+            ExportType::None => None,
+        }
+    }
+}
+
+/// The peak learning rate when none is given: TRL-style defaults per objective and tuning.
+pub fn default_learning_rate(dpo: bool, lora: bool) -> f64 {
+    match (dpo, lora) {
+        (false, false) => 1e-5,
+        (false, true) => 2e-4,
+        (true, false) => 5e-7,
+        (true, true) => 5e-6,
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Training objective: sft or dpo.
