@@ -25,21 +25,26 @@ pub fn make_backend(
             Ok(Box::new(LlamaCpp::new(llamacpp_config(llamacpp, model))?))
         }
         BackendKind::Openai => {
-            if openai.base_url.is_empty() {
-                bail!("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)");
-            }
             let model = model.context("--backend openai needs --model (the served model id)")?;
-            let mut config = OpenAiConfig::new(openai.base_url.clone(), model.to_string());
-            if openai.api_key.is_some() {
-                config.api_key = openai.api_key.clone();
-            }
-            config.concurrency = openai.concurrency;
-            config.timeout = std::time::Duration::from_secs_f64(openai.request_timeout);
-            config.max_retries = openai.retries;
-            config.native_n = openai.native_n;
-            Ok(Box::new(OpenAi::new(config)?))
+            Ok(Box::new(OpenAi::new(openai_config(openai, model)?)?))
         }
     }
+}
+
+/// The OpenAI backend's settings for a served model.
+pub fn openai_config(openai: &OpenAiArgs, model: &str) -> Result<OpenAiConfig> {
+    if openai.base_url.is_empty() {
+        bail!("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)");
+    }
+    let mut config = OpenAiConfig::new(openai.base_url.clone(), model.to_string());
+    if openai.api_key.is_some() {
+        config.api_key = openai.api_key.clone();
+    }
+    config.concurrency = openai.concurrency;
+    config.timeout = std::time::Duration::from_secs_f64(openai.request_timeout);
+    config.max_retries = openai.retries;
+    config.native_n = openai.native_n;
+    Ok(config)
 }
 
 fn llamacpp_config(l: &LlamaCppArgs, model: PathBuf) -> LlamaCppConfig {

@@ -8,10 +8,13 @@ mod config;
 mod engine;
 mod evaluate;
 mod loop_dir;
+mod loop_train;
 mod progress;
 mod reports;
 mod round_table;
 mod run_dir;
+mod serving;
+mod shell;
 mod summary;
 
 use clap::Parser;

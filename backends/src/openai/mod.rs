@@ -4,6 +4,7 @@
 //! per request, and retries with exponential backoff and jitter on connection errors, 429
 //! (honouring Retry-After) and 5xx.
 
+mod admin;
 mod wire;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -78,6 +79,16 @@ struct Call {
 impl OpenAi {
     /// Connects, and checks that the server is up and serves the model.
     pub fn new(config: OpenAiConfig) -> Result<Self> {
+        let backend = Self::unchecked(config)?;
+        for base in &backend.config.base_urls {
+            backend.runtime.block_on(backend.check_served(base))?;
+        }
+        Ok(backend)
+    }
+
+    /// A client that does not contact the server yet: for a server that is started later
+    /// (a restart hook), followed by [`OpenAi::serve`] before the first request.
+    pub fn unchecked(config: OpenAiConfig) -> Result<Self> {
         if config.base_urls.is_empty() {
             return Err(BackendError::Callback("no --base-url given".into()));
         }
@@ -90,7 +101,7 @@ impl OpenAi {
             .enable_all()
             .build()
             .map_err(|e| BackendError::Engine(format!("tokio runtime: {e}")))?;
-        let backend = OpenAi {
+        Ok(OpenAi {
             in_flight: config
                 .base_urls
                 .iter()
@@ -99,11 +110,7 @@ impl OpenAi {
             config,
             client,
             runtime,
-        };
-        for base in &backend.config.base_urls {
-            backend.runtime.block_on(backend.check_served(base))?;
-        }
-        Ok(backend)
+        })
     }
 
     /// `GET /health` where the server has one (llama-server, vLLM: 503 while the model
@@ -113,15 +120,7 @@ impl OpenAi {
         self.wait_healthy(&format!("{root}/health")).await?;
         let url = format!("{}/models", base.trim_end_matches('/'));
         let body: serde_json::Value = self.send_with_retries(&url, None).await?;
-        let served: Vec<String> = body["data"]
-            .as_array()
-            .map(|models| {
-                models
-                    .iter()
-                    .filter_map(|m| m["id"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let served = admin::served_ids(&body.to_string());
         if served.iter().any(|id| id == &self.config.model) {
             Ok(())
         } else {

@@ -11,23 +11,20 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use backends::Backend;
 use benchmarks::training_data::{dpo_pairs, gold_sft, sft_from_samples};
 use benchmarks::{Problem, PromptStyle, Sandbox, Task, Template};
-use trainer::job::{Method, TrainJob};
-use trainer::train::{DpoParams, TrainParams};
-use trainer::{LoraConfig, Tuning};
 
-use super::run_args::{DpoReference, LoopMethod, RunArgs};
-use super::train_args::{ExportType, default_learning_rate};
+use super::run_args::{DpoReference, LoopMethod, RunArgs, TrainerKind};
 use crate::cli::BackendKind;
 use crate::cmd::grade::sandbox_config;
-use crate::engine::{backend_name, flash_attention, make_backend};
+use crate::engine::{backend_name, flash_attention};
 use crate::evaluate::{self, Plan, Settings, evenly_spaced};
 use crate::loop_dir::{EvalSet, LoopDir, LoopSettings, read_settings};
+use crate::loop_train::{RoundJob, candle_job, run_external};
 use crate::progress;
 use crate::reports::{ReportOptions, report_files};
 use crate::round_table;
+use crate::serving::{Checkpoint, Engine};
 
 /// Seeds of round t's training samples start here times t (sample j: `seed + OFFSET t + j`).
 const TRAIN_SEED_OFFSET: u64 = 1_000_000;
@@ -40,75 +37,25 @@ pub fn run(args: RunArgs) -> Result<()> {
             .build_global()
             .context("setting the trainer's thread count")?;
     }
-    if args.backend == BackendKind::Openai {
-        bail!(
-            "harness run samples through the embedded engine only, for now: a server must be \
-             told to serve each round's checkpoint (vLLM adapter loading or a restart hook), \
-             which is not built yet; run `harness bench --backend openai` per round instead"
-        );
-    }
     if args.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
-    let m0 = match &args.model {
-        Some(path) => PathBuf::from(path),
-        None => backends::models::ensure(&backends::models::SMOLLM2_135M)?,
+    if (args.training.trainer == TrainerKind::External) != args.training.train_cmd.is_some() {
+        bail!("--trainer external and --train-cmd CMD go together");
+    }
+    let m0 = match (&args.model, args.backend) {
+        (Some(path), _) => PathBuf::from(path),
+        (None, BackendKind::Llamacpp) => backends::models::ensure(&backends::models::SMOLLM2_135M)?,
+        (None, BackendKind::Openai) => bail!(
+            "--backend openai needs --model: M0's local path (a GGUF, or the folder the server \
+             was started with), which the trainer reads"
+        ),
     };
-    let mut engine = Engine {
-        backend: None,
-        current: None,
-        args: &args,
-    };
-    engine.with(&m0)?;
-    let run = Loop::new(&args, m0, engine.model_id())?;
+    let out = args.out.clone().unwrap_or_else(default_out);
+    let mut engine = Engine::new(&args, m0.clone(), &out)?;
+    let run = Loop::new(&args, m0, engine.identity()?, out)?;
     eprintln!("run directory: {}", run.dir.root().display());
     run.execute(&mut engine)
-}
-
-/// The sampling engine, pointed at one model at a time.
-struct Engine<'a> {
-    /// None after `release`.
-    backend: Option<Box<dyn Backend>>,
-    /// The GGUF loaded now.
-    current: Option<PathBuf>,
-    args: &'a RunArgs,
-}
-
-impl Engine<'_> {
-    /// The backend with `gguf` loaded (`Backend::load_checkpoint` when the model changes).
-    fn with(&mut self, gguf: &Path) -> Result<&mut dyn Backend> {
-        let args = self.args;
-        let backend = match self.backend.take() {
-            Some(mut backend) => {
-                if self.current.as_deref() != Some(gguf) {
-                    progress::phase(&format!("loading {}", gguf.display()));
-                    backend.load_checkpoint(gguf)?;
-                }
-                backend
-            }
-            None => {
-                progress::phase(&format!("loading {}", gguf.display()));
-                let model = gguf.to_string_lossy();
-                make_backend(args.backend, Some(&model), &args.llamacpp, &args.openai)?
-            }
-        };
-        self.current = Some(gguf.to_path_buf());
-        Ok(self.backend.insert(backend).as_mut())
-    }
-
-    /// Frees the loaded model before training when `--low-memory` is given.
-    fn release(&mut self) {
-        if self.args.low_memory {
-            self.backend = None;
-            self.current = None;
-        }
-    }
-
-    fn model_id(&self) -> String {
-        self.backend
-            .as_ref()
-            .map_or_else(String::new, |b| b.model_id())
-    }
 }
 
 /// A loop's fixed inputs: settings, problems and the directory.
@@ -128,7 +75,7 @@ struct Loop<'a> {
 }
 
 impl<'a> Loop<'a> {
-    fn new(args: &'a RunArgs, m0: PathBuf, model_id: String) -> Result<Self> {
+    fn new(args: &'a RunArgs, m0: PathBuf, model_id: String, out: PathBuf) -> Result<Self> {
         let task = benchmarks::task(&args.task)?;
         let train_split = task
             .train_split
@@ -184,7 +131,6 @@ impl<'a> Loop<'a> {
             flash_attention: flash_attention(args.backend, &args.llamacpp).map(String::from),
             training: args.training.clone(),
         };
-        let out = args.out.clone().unwrap_or_else(default_out);
         let dir = LoopDir::open(&out, &settings)?;
         let needs_sandbox = eval_sets
             .iter()
@@ -213,18 +159,17 @@ impl<'a> Loop<'a> {
         let methods = self.args.method.clone();
         let first = methods[0];
         if self.args.eval_base {
-            let m0 = self.m0.clone();
-            self.sample_round(engine, &m0, first, 0)?;
+            self.sample_round(engine, None, first, 0)?;
         }
         let m1 = self.m1(engine)?;
-        self.sample_round(engine, &m1.join("model.gguf"), first, 1)?;
+        self.sample_round(engine, Some(&m1), first, 1)?;
         for &method in &methods {
             self.report(method, 1)?;
         }
         for round in 2..=self.args.rounds {
             for &method in &methods {
                 let model = self.train_round(engine, method, round)?;
-                self.sample_round(engine, &model.join("model.gguf"), method, round)?;
+                self.sample_round(engine, Some(&model), method, round)?;
                 self.report(method, round)?;
             }
         }
@@ -261,7 +206,7 @@ impl<'a> Loop<'a> {
             let records = gold_sft(&self.train_problems, self.template, self.style);
             benchmarks::write_jsonl(&data, &records)?;
         }
-        self.train(engine, &round, &data, false, None)?;
+        self.train(engine, (1, &round), &data, false, None)?;
         Ok(round.join("model"))
     }
 
@@ -313,7 +258,7 @@ impl<'a> Loop<'a> {
             carry_over(&previous, &dir.join("model"))?;
             return Ok(dir.join("model"));
         }
-        self.train(engine, &dir, &data, dpo, Some(&previous))?;
+        self.train(engine, (round, &dir), &data, dpo, Some(&previous))?;
         Ok(dir.join("model"))
     }
 
@@ -329,7 +274,7 @@ impl<'a> Loop<'a> {
     fn train(
         &mut self,
         engine: &mut Engine,
-        round: &Path,
+        (number, round): (u32, &Path),
         data: &Path,
         dpo: bool,
         previous: Option<&Path>,
@@ -344,7 +289,20 @@ impl<'a> Loop<'a> {
                 .with_context(|| format!("removing {}", partial.display()))?;
         }
         engine.release();
-        let job = self.job(data, dpo, previous, &partial)?;
+        let reference = match (dpo, self.args.dpo_ref) {
+            (false, _) | (true, DpoReference::Previous) => None,
+            (true, DpoReference::M1) => Some(self.model_dir(LoopMethod::Sft, 1).join("model.gguf")),
+            (true, DpoReference::M0) => Some(self.m0.clone()),
+        };
+        let job = RoundJob {
+            round: number,
+            data,
+            dpo,
+            m0: &self.m0,
+            previous,
+            reference,
+            out: &partial,
+        };
         let label = format!(
             "{} {}",
             round
@@ -354,88 +312,38 @@ impl<'a> Loop<'a> {
             if dpo { "DPO" } else { "SFT" }
         );
         let started = Instant::now();
-        crate::cmd::train::run_job(&job, &label)?;
+        match &self.args.training.train_cmd {
+            Some(cmd) => {
+                progress::phase(&format!(
+                    "{label}: --train-cmd (output in {}/train.log)",
+                    round.display()
+                ));
+                run_external(
+                    cmd,
+                    &self.args.training,
+                    &job,
+                    &self.checkpoint_needs(),
+                    &round.join("train.log"),
+                )?;
+            }
+            None => {
+                crate::cmd::train::run_job(&candle_job(&self.args.training, &job)?, &label)?;
+            }
+        }
         self.phases.training += started.elapsed().as_secs_f64();
         std::fs::rename(&partial, &out)
             .with_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
         Ok(())
     }
 
-    fn job(&self, data: &Path, dpo: bool, previous: Option<&Path>, out: &Path) -> Result<TrainJob> {
-        let t = &self.args.training;
-        let lora = !t.full;
-        let (model, continue_adapter) = match (lora, previous) {
-            (true, Some(prev)) => (self.m0.clone(), Some(prev.join("adapter"))),
-            (true, None) => (self.m0.clone(), None),
-            (false, Some(prev)) => (prev.join("model.gguf"), None),
-            (false, None) => (self.m0.clone(), None),
-        };
-        let reference = match (dpo, self.args.dpo_ref) {
-            (false, _) | (true, DpoReference::Previous) => None,
-            (true, DpoReference::M1) => Some(self.model_dir(LoopMethod::Sft, 1).join("model.gguf")),
-            (true, DpoReference::M0) => Some(self.m0.clone()),
-        };
-        let given = if dpo { t.dpo_lr } else { t.lr };
-        let learning_rate = given.unwrap_or(default_learning_rate(dpo, lora));
-        let export = t.gguf_type.unwrap_or(if lora {
-            ExportType::F16
-        } else {
-            ExportType::F32
-        });
-        let Some(gguf) = export.gguf_type() else {
-            bail!("the loop samples each round's model.gguf: --gguf-type none does not apply");
-        };
-        Ok(TrainJob {
-            method: match dpo {
-                true => Method::Dpo(DpoParams {
-                    beta: t.beta,
-                    label_smoothing: t.label_smoothing,
-                    nll_weight: t.nll_weight,
-                }),
-                false => Method::Sft,
-            },
-            data: data.to_path_buf(),
-            eval_data: None,
-            model,
-            reference,
-            tokenizer: None,
-            tuning: match lora {
-                true => Tuning::Lora(LoraConfig {
-                    rank: t.lora_rank,
-                    alpha: t.lora_alpha,
-                    dropout: t.lora_dropout,
-                    target_modules: t.lora_targets.clone(),
-                }),
-                false => Tuning::Full,
-            },
-            continue_adapter,
-            base_model_name: Some(self.m0.display().to_string()),
-            loss_on_training_data: false,
-            params: TrainParams {
-                learning_rate,
-                epochs: if previous.is_none() {
-                    t.m1_epochs
-                } else {
-                    t.epochs
-                },
-                batch_size: t.train_batch_size,
-                grad_accum: t.grad_accum,
-                warmup_ratio: t.warmup_ratio,
-                schedule: t.schedule,
-                max_grad_norm: t.max_grad_norm,
-                adamw: trainer::optim::AdamWParams {
-                    weight_decay: t.weight_decay,
-                    ..Default::default()
-                },
-                seed: t.train_seed,
-            },
-            max_len: t.max_len,
-            out: out.to_path_buf(),
-            gguf: Some(gguf),
-            hf: false,
-            device: crate::cmd::train::device()?,
-            dtype: candle_core::DType::F32,
-        })
+    /// What a round's model folder must hold for the sampling engine.
+    fn checkpoint_needs(&self) -> Vec<&'static str> {
+        match (self.args.backend, self.args.serving.lora_hotload) {
+            (BackendKind::Llamacpp, _) => vec!["model.gguf"],
+            (BackendKind::Openai, true) => vec!["adapter/adapter_config.json"],
+            // The hook decides what it serves.
+            (BackendKind::Openai, false) => Vec::new(),
+        }
     }
 
     /// Evaluates M_round (greedy + n_eval samples on every evaluation set) and, before the
@@ -443,7 +351,7 @@ impl<'a> Loop<'a> {
     fn sample_round(
         &mut self,
         engine: &mut Engine,
-        gguf: &Path,
+        model: Option<&Path>,
         method: LoopMethod,
         round: u32,
     ) -> Result<()> {
@@ -485,8 +393,17 @@ impl<'a> Loop<'a> {
             .unwrap_or(&dir)
             .display()
             .to_string();
+        let checkpoint = Checkpoint {
+            round,
+            label: match (round, model) {
+                (_, None) => "m0".to_string(),
+                (1, Some(_)) => "r1".to_string(),
+                (_, Some(_)) => format!("{}-r{round}", method.name()),
+            },
+            folder: model,
+        };
         let outcome = evaluate::sample_and_grade(
-            engine.with(gguf)?,
+            engine.with(&checkpoint)?,
             &plans,
             &self.sampling_settings(),
             self.sandbox.as_ref(),

@@ -150,6 +150,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub training: LoopTrainArgs,
     #[command(flatten)]
+    pub serving: ServeArgs,
+    #[command(flatten)]
     pub llamacpp: LlamaCppArgs,
     #[command(flatten)]
     pub openai: OpenAiArgs,
@@ -159,9 +161,55 @@ pub struct RunArgs {
     pub data: DataArgs,
 }
 
+/// How a server (`--backend openai`) is switched to each round's model.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// vLLM: load each round's LoRA adapter at run time (`/v1/load_lora_adapter`, named
+    /// `<run>-<checkpoint>`), sample with it, unload the previous one. vLLM must run with
+    /// VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora.
+    #[arg(long)]
+    pub lora_hotload: bool,
+    /// Any server: a shell command that (re)starts the server on the round's checkpoint and
+    /// returns; it gets HARNESS_ROUND, HARNESS_CHECKPOINT, HARNESS_SERVED_MODEL (the model
+    /// name to serve under), HARNESS_GGUF, HARNESS_ADAPTER, HARNESS_HF and HARNESS_BASE_MODEL;
+    /// its output goes to <run>/serve-hook.log.
+    #[arg(long, value_name = "CMD")]
+    pub serve_hook: Option<String>,
+    /// Seconds to wait for the hook and then for the server to be healthy and list the
+    /// model.
+    #[arg(long, default_value_t = 600.0)]
+    pub serve_timeout: f64,
+    /// The name the server serves M0 under (default: --model as given).
+    #[arg(long, value_name = "NAME")]
+    pub served_model: Option<String>,
+}
+
+/// Who trains each round's model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainerKind {
+    /// The built-in candle trainer.
+    #[default]
+    Candle,
+    /// `--train-cmd`: your command (TRL, DeepSpeed, a cluster job) trains the round.
+    External,
+}
+
 /// The trainer's settings in the loop (see `harness train --help`).
 #[derive(Debug, Args, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoopTrainArgs {
+    /// Who trains each round's model.
+    #[arg(long, value_enum, default_value_t = TrainerKind::Candle)]
+    #[serde(default)]
+    pub trainer: TrainerKind,
+    /// With --trainer external: a shell command that trains one round from the HARNESS_*
+    /// environment variables (data set, method, start model and adapter, reference, output
+    /// folder, every setting below; see the README) and leaves the checkpoint in
+    /// $HARNESS_OUT; its output goes to the round's train.log.
+    // Not part of the run's identity: a corrected script path still resumes the run.
+    #[arg(long, value_name = "CMD")]
+    #[serde(skip)]
+    pub train_cmd: Option<String>,
     /// Train every weight (the study's setting) instead of one LoRA adapter continued
     /// across rounds.
     #[arg(long)]
