@@ -1,13 +1,14 @@
 //! `harness run` on the real default model: two rounds of each method on a handful of arith
-//! problems, the run directory and its data sets checked against the graded samples, and a
-//! run killed at several points that ends byte-identical to an uninterrupted one.
+//! problems, the run directory and its data sets checked against the graded samples, an
+//! external trainer command that trains the same checkpoints, and a run killed at several
+//! points that ends byte-identical to an uninterrupted one.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e_tests::{default_model, harness_bin, harness_ok, read_jsonl, serial};
+use e2e_tests::{default_model, harness, harness_bin, harness_ok, read_jsonl, serial};
 use serde_json::Value;
 
 /// A small loop: 8 training questions, 3 + 2 evaluation problems, short answers.
@@ -270,6 +271,84 @@ fn outputs(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
+/// An external trainer that maps the HARNESS_* variables onto `harness train`, failing on
+/// purpose while `$FAIL_MARK` exists.
+const TRAIN_SCRIPT: &str = r#"set -e
+if [ -f "$FAIL_MARK" ]; then echo "deliberate failure in round $HARNESS_ROUND" >&2; exit 7; fi
+set -- train --method "$HARNESS_METHOD" --data "$HARNESS_DATA" --model "$HARNESS_INIT_MODEL" \
+  --out "$HARNESS_OUT" --lr "$HARNESS_LR" --epochs "$HARNESS_EPOCHS" \
+  --batch-size "$HARNESS_BATCH_SIZE" --grad-accum "$HARNESS_GRAD_ACCUM" --seed "$HARNESS_SEED" \
+  --warmup-ratio "$HARNESS_WARMUP_RATIO" --schedule "$HARNESS_SCHEDULE" \
+  --max-grad-norm "$HARNESS_MAX_GRAD_NORM" --weight-decay "$HARNESS_WEIGHT_DECAY" \
+  --max-len "$HARNESS_MAX_LEN" --lora-rank "$HARNESS_LORA_RANK" \
+  --lora-alpha "$HARNESS_LORA_ALPHA" --lora-dropout "$HARNESS_LORA_DROPOUT" \
+  --lora-targets "$HARNESS_LORA_TARGETS" --beta "$HARNESS_BETA" \
+  --label-smoothing "$HARNESS_LABEL_SMOOTHING" --nll-weight "$HARNESS_NLL_WEIGHT" \
+  --gguf-type "$HARNESS_GGUF_TYPE"
+if [ -n "$HARNESS_INIT_ADAPTER" ]; then set -- "$@" --continue-adapter "$HARNESS_INIT_ADAPTER"; fi
+if [ -n "$HARNESS_REFERENCE" ]; then set -- "$@" --ref "$HARNESS_REFERENCE"; fi
+exec "$HARNESS_BIN" "$@"
+"#;
+
+/// `harness run --method dpo --trainer external` with `harness train` as the command: the
+/// first attempt fails on purpose (its status and output are reported, nothing is kept),
+/// the same command then redoes the round, and every checkpoint equals `builtin`'s.
+fn an_external_trainer_trains_the_same_models(builtin: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("train.sh");
+    std::fs::write(&script, TRAIN_SCRIPT).unwrap();
+    let mark = tmp.path().join("fail");
+    std::fs::write(&mark, "").unwrap();
+    let external = tmp.path().join("external");
+    let cmd = format!("FAIL_MARK={} sh {}", mark.display(), script.display());
+    let mut args = args(&external);
+    args.extend(
+        [
+            "--method",
+            "dpo",
+            "--trainer",
+            "external",
+            "--train-cmd",
+            &cmd,
+        ]
+        .map(String::from),
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let failed = harness(&refs);
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("exit status: 7"), "{err}");
+    assert!(err.contains("deliberate failure in round 1"), "{err}");
+    assert!(err.contains("train.log"), "{err}");
+    assert!(!external.join("round-1/model").exists());
+
+    std::fs::remove_file(&mark).unwrap();
+    harness_ok(&refs);
+    let log = std::fs::read_to_string(external.join("round-1/train.log")).unwrap();
+    assert!(
+        log.contains("deliberate failure") && log.contains("step"),
+        "{log}"
+    );
+    assert!(external.join("dpo/round-2/train.log").exists());
+    let data = std::fs::read_to_string(external.join("dpo/round-2/data.jsonl")).unwrap();
+    assert!(data.contains("\"chosen\""), "round 2 trained DPO on pairs");
+    // `harness train` given the HARNESS_* settings trains what the built-in trainer trained,
+    // byte for byte: the variables carry every setting, the start model and the adapter.
+    for file in [
+        "round-1/model/model.gguf",
+        "round-1/model/adapter/adapter_model.safetensors",
+        "dpo/round-2/model/model.gguf",
+        "dpo/round-2/model/adapter/adapter_model.safetensors",
+        "dpo/round-2/eval/arith.test.jsonl",
+    ] {
+        let read = |dir: &Path| std::fs::read(dir.join(file)).unwrap();
+        assert!(
+            read(builtin) == read(&external),
+            "{file} differs between the built-in and the external trainer"
+        );
+    }
+}
+
 #[test]
 fn two_rounds_of_each_method_and_a_killed_run_ends_the_same() {
     let _serial = serial();
@@ -284,6 +363,7 @@ fn two_rounds_of_each_method_and_a_killed_run_ends_the_same() {
     let again = run(&whole);
     assert!(again.contains("round  pass@1"));
     assert_eq!(outputs(&whole), before, "a finished run is left as it was");
+    an_external_trainer_trains_the_same_models(&whole);
 
     let cut_parent = tempfile::tempdir().unwrap();
     let cut = cut_parent.path().join("run");

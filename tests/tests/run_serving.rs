@@ -1,7 +1,6 @@
-//! `harness run` beyond the embedded engine and the built-in trainer: an external trainer
-//! command (here `harness train` itself), vLLM's runtime LoRA loading (against a fake
-//! server that records and checks every request), and a serve hook that restarts a real
-//! llama-server on each round's GGUF.
+//! `harness run` on a server: vLLM's runtime LoRA loading (against a fake server that
+//! records and checks every request) and a serve hook that restarts a real llama-server on
+//! each round's GGUF. (The external trainer is tested in `run_loop.rs`, against its run.)
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -12,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use e2e_tests::{default_model, harness, llama_cpp_tools, read_jsonl, serial};
 use serde_json::Value;
 
-/// A small loop: 8 training questions, 3 + 2 evaluation problems, short answers; the same
-/// sizes and seeds as `run_loop.rs`, whose round-2 DPO data set is known not to be empty.
+/// A small loop: 8 training questions, 3 + 2 evaluation problems, short answers (the sizes
+/// of `run_loop.rs`).
 fn loop_args(method: &str, out: &Path, extra: &[&str]) -> Vec<String> {
     let model = default_model();
     let mut args: Vec<String> = [
@@ -75,81 +74,6 @@ fn assert_ok(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn bytes(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// An external trainer that maps the HARNESS_* variables onto `harness train`, failing on
-/// purpose while `$FAIL_MARK` exists.
-const TRAIN_SCRIPT: &str = r#"set -e
-if [ -f "$FAIL_MARK" ]; then echo "deliberate failure in round $HARNESS_ROUND" >&2; exit 7; fi
-set -- train --method "$HARNESS_METHOD" --data "$HARNESS_DATA" --model "$HARNESS_INIT_MODEL" \
-  --out "$HARNESS_OUT" --lr "$HARNESS_LR" --epochs "$HARNESS_EPOCHS" \
-  --batch-size "$HARNESS_BATCH_SIZE" --grad-accum "$HARNESS_GRAD_ACCUM" --seed "$HARNESS_SEED" \
-  --warmup-ratio "$HARNESS_WARMUP_RATIO" --schedule "$HARNESS_SCHEDULE" \
-  --max-grad-norm "$HARNESS_MAX_GRAD_NORM" --weight-decay "$HARNESS_WEIGHT_DECAY" \
-  --max-len "$HARNESS_MAX_LEN" --lora-rank "$HARNESS_LORA_RANK" \
-  --lora-alpha "$HARNESS_LORA_ALPHA" --lora-dropout "$HARNESS_LORA_DROPOUT" \
-  --lora-targets "$HARNESS_LORA_TARGETS" --beta "$HARNESS_BETA" \
-  --label-smoothing "$HARNESS_LABEL_SMOOTHING" --nll-weight "$HARNESS_NLL_WEIGHT" \
-  --gguf-type "$HARNESS_GGUF_TYPE"
-if [ -n "$HARNESS_INIT_ADAPTER" ]; then set -- "$@" --continue-adapter "$HARNESS_INIT_ADAPTER"; fi
-if [ -n "$HARNESS_REFERENCE" ]; then set -- "$@" --ref "$HARNESS_REFERENCE"; fi
-exec "$HARNESS_BIN" "$@"
-"#;
-
-#[test]
-fn an_external_trainer_command_trains_the_same_models_and_a_failed_round_is_redone() {
-    let _serial = serial();
-    let tmp = tempfile::tempdir().unwrap();
-    let builtin = tmp.path().join("builtin");
-    assert_ok(&run(&loop_args("dpo", &builtin, &[])));
-
-    let script = tmp.path().join("train.sh");
-    std::fs::write(&script, TRAIN_SCRIPT).unwrap();
-    let mark = tmp.path().join("fail");
-    std::fs::write(&mark, "").unwrap();
-    let external = tmp.path().join("external");
-    let cmd = format!("FAIL_MARK={} sh {}", mark.display(), script.display());
-    let args = loop_args(
-        "dpo",
-        &external,
-        &["--trainer", "external", "--train-cmd", &cmd],
-    );
-    let failed = run(&args);
-    assert!(!failed.status.success());
-    let err = String::from_utf8_lossy(&failed.stderr);
-    assert!(err.contains("exit status: 7"), "{err}");
-    assert!(err.contains("deliberate failure in round 1"), "{err}");
-    assert!(err.contains("train.log"), "{err}");
-    assert!(!external.join("round-1/model").exists());
-
-    std::fs::remove_file(&mark).unwrap();
-    assert_ok(&run(&args));
-    let log = std::fs::read_to_string(external.join("round-1/train.log")).unwrap();
-    assert!(
-        log.contains("deliberate failure") && log.contains("step"),
-        "{log}"
-    );
-    assert!(external.join("dpo/round-2/train.log").exists());
-    let data = std::fs::read_to_string(external.join("dpo/round-2/data.jsonl")).unwrap();
-    assert!(data.contains("\"chosen\""), "round 2 trained DPO on pairs");
-    // `harness train` given the HARNESS_* settings trains what the built-in trainer trained,
-    // byte for byte: the variables carry every setting, the start model and the adapter.
-    for file in [
-        "round-1/model/model.gguf",
-        "round-1/model/adapter/adapter_model.safetensors",
-        "dpo/round-2/model/model.gguf",
-        "dpo/round-2/model/adapter/adapter_model.safetensors",
-        "dpo/round-2/eval/arith.test.jsonl",
-    ] {
-        assert!(
-            bytes(&builtin.join(file)) == bytes(&external.join(file)),
-            "{file} differs between the built-in and the external trainer"
-        );
-    }
 }
 
 /// One request the fake vLLM server saw: path and JSON body.

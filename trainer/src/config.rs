@@ -253,8 +253,20 @@ impl LlamaConfig {
             model_type: Option<String>,
             #[serde(default)]
             rope_scaling: serde_json::Value,
+            /// transformers 5 writes rope_theta and the scaling here instead.
+            #[serde(default)]
+            rope_parameters: serde_json::Value,
         }
         let hf: Hf = serde_json::from_str(text).context("config.json")?;
+        let rope_theta = hf.rope_theta.or_else(|| {
+            hf.rope_parameters
+                .get("rope_theta")
+                .and_then(|v| v.as_f64())
+        });
+        let rope_scaling = match hf.rope_scaling.is_null() {
+            true => &hf.rope_parameters,
+            false => &hf.rope_scaling,
+        };
         let qwen = hf.model_type.as_deref() == Some("qwen2");
         let config = LlamaConfig {
             hidden_size: hf.hidden_size,
@@ -264,11 +276,11 @@ impl LlamaConfig {
             num_key_value_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
             vocab_size: hf.vocab_size,
             rms_norm_eps: hf.rms_norm_eps,
-            rope_theta: hf.rope_theta.unwrap_or(10_000.0),
+            rope_theta: rope_theta.unwrap_or(10_000.0),
             max_position_embeddings: hf.max_position_embeddings.unwrap_or(2048),
             tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
             attention_bias: hf.attention_bias.unwrap_or(qwen),
-            rope_scaling: RopeScaling::from_hf(&hf.rope_scaling)?,
+            rope_scaling: RopeScaling::from_hf(rope_scaling)?,
         };
         config.validate()?;
         Ok(config)

@@ -168,6 +168,73 @@ pub fn dpo_stats(
     Ok(stats)
 }
 
+/// The SFT loss of a micro-batch: its response tokens' summed negative log-likelihood
+/// divided by `units`, the response tokens of the whole accumulation group (so the
+/// accumulated gradient is the group's token mean, TRL's completion-only loss).
+pub fn sft_batch_loss(
+    model: &Llama,
+    seqs: &[&Sequence],
+    units: usize,
+    train: bool,
+) -> Result<(Tensor, usize)> {
+    let p = pad(seqs, model.dtype(), model.device())?;
+    let logp = model.token_logprobs(&p.tokens, &p.mask, train)?;
+    let loss = ((logp * &p.mask)?.sum_all()?.neg()? / units as f64)?;
+    Ok((loss, p.tokens_in_batch))
+}
+
+/// The DPO loss of a micro-batch of pairs (TRL's sigmoid loss with label smoothing, plus
+/// the chosen responses' token-mean NLL times `nll_weight`), divided by `units`, the pairs
+/// of the whole accumulation group. Also the tokens processed and the pairs' rewards
+/// summed (not averaged).
+pub fn dpo_batch_loss(
+    model: &Llama,
+    pairs: &[&ScoredPair],
+    dpo: &DpoParams,
+    units: usize,
+    train: bool,
+) -> Result<(Tensor, usize, DpoStats)> {
+    let b = pairs.len();
+    let mut refs: Vec<&Sequence> = pairs.iter().map(|p| &p.chosen).collect();
+    refs.extend(pairs.iter().map(|p| &p.rejected));
+    let p = pad(&refs, model.dtype(), model.device())?;
+    let logp = (model.token_logprobs(&p.tokens, &p.mask, train)? * &p.mask)?;
+    let sums = logp.sum(D::Minus1)?;
+    let policy_chosen = sums.narrow(0, 0, b)?;
+    let policy_rejected = sums.narrow(0, b, b)?;
+    let dev = model.device();
+    let ref_chosen: Vec<f64> = pairs.iter().map(|p| p.ref_chosen).collect();
+    let ref_rejected: Vec<f64> = pairs.iter().map(|p| p.ref_rejected).collect();
+    let ref_chosen = Tensor::new(ref_chosen, dev)?.to_dtype(model.dtype())?;
+    let ref_rejected = Tensor::new(ref_rejected, dev)?.to_dtype(model.dtype())?;
+    let chosen_logratio = (policy_chosen - ref_chosen)?;
+    let rejected_logratio = (policy_rejected - ref_rejected)?;
+    let logits = ((&chosen_logratio - &rejected_logratio)? * dpo.beta)?;
+    let ls = dpo.label_smoothing;
+    let per_pair =
+        ((log_sigmoid(&logits)? * -(1.0 - ls))? + (log_sigmoid(&logits.neg()?)? * -ls)?)?;
+    let mut loss = (per_pair.sum_all()? / units as f64)?;
+    if dpo.nll_weight > 0.0 {
+        let chosen_tokens: usize = pairs.iter().map(|p| p.chosen.response_len()).sum();
+        let nll = (logp.narrow(0, 0, b)?.sum_all()?.neg()? / chosen_tokens.max(1) as f64)?;
+        loss = (loss + (nll * (dpo.nll_weight * b as f64 / units as f64))?)?;
+    }
+    let rewards = |ratio: &Tensor| -> Result<Vec<f64>> {
+        Ok((ratio.detach() * dpo.beta)?
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec1::<f64>()?)
+    };
+    let (c, r) = (rewards(&chosen_logratio)?, rewards(&rejected_logratio)?);
+    let mut stats = DpoStats::default();
+    for (c, r) in c.iter().zip(&r) {
+        stats.chosen_reward += c;
+        stats.rejected_reward += r;
+        stats.margin += c - r;
+        stats.accuracy += f64::from(u8::from(c > r));
+    }
+    Ok((loss, p.tokens_in_batch, stats))
+}
+
 /// Supervised fine-tuning on `seqs`.
 pub fn train_sft(
     model: &Llama,
@@ -183,13 +250,10 @@ pub fn train_sft(
         on_event,
         &mut |batch: &[usize], group_units: usize| {
             let refs: Vec<&Sequence> = batch.iter().map(|&i| &seqs[i]).collect();
-            let p = pad(&refs, model.dtype(), model.device())?;
-            let logp = model.token_logprobs(&p.tokens, &p.mask, true)?;
-            // Token-weighted over the whole accumulation group.
-            let loss = ((logp * &p.mask)?.sum_all()?.neg()? / group_units as f64)?;
+            let (loss, tokens) = sft_batch_loss(model, &refs, group_units, true)?;
             Ok(MicroBatch {
                 loss,
-                tokens: p.tokens_in_batch,
+                tokens,
                 dpo: None,
             })
         },
@@ -209,55 +273,17 @@ pub fn train_dpo(
         .iter()
         .map(|p| p.chosen.tokens.len().max(p.rejected.tokens.len()))
         .collect();
-    let dpo = *dpo;
     run(
         model,
         &lengths,
         params,
         on_event,
         &mut |batch: &[usize], group_units: usize| {
-            let b = batch.len();
-            let mut refs: Vec<&Sequence> = batch.iter().map(|&i| &pairs[i].chosen).collect();
-            refs.extend(batch.iter().map(|&i| &pairs[i].rejected));
-            let p = pad(&refs, model.dtype(), model.device())?;
-            let logp = (model.token_logprobs(&p.tokens, &p.mask, true)? * &p.mask)?;
-            let sums = logp.sum(D::Minus1)?;
-            let policy_chosen = sums.narrow(0, 0, b)?;
-            let policy_rejected = sums.narrow(0, b, b)?;
-            let dev = model.device();
-            let ref_chosen: Vec<f64> = batch.iter().map(|&i| pairs[i].ref_chosen).collect();
-            let ref_rejected: Vec<f64> = batch.iter().map(|&i| pairs[i].ref_rejected).collect();
-            let ref_chosen = Tensor::new(ref_chosen, dev)?.to_dtype(model.dtype())?;
-            let ref_rejected = Tensor::new(ref_rejected, dev)?.to_dtype(model.dtype())?;
-            let chosen_logratio = (policy_chosen - ref_chosen)?;
-            let rejected_logratio = (policy_rejected - ref_rejected)?;
-            let logits = ((&chosen_logratio - &rejected_logratio)? * dpo.beta)?;
-            let ls = dpo.label_smoothing;
-            let per_pair =
-                ((log_sigmoid(&logits)? * -(1.0 - ls))? + (log_sigmoid(&logits.neg()?)? * -ls)?)?;
-            let mut loss = (per_pair.sum_all()? / group_units as f64)?;
-            if dpo.nll_weight > 0.0 {
-                let chosen_tokens: usize =
-                    batch.iter().map(|&i| pairs[i].chosen.response_len()).sum();
-                let nll = (logp.narrow(0, 0, b)?.sum_all()?.neg()? / chosen_tokens.max(1) as f64)?;
-                loss = (loss + (nll * (dpo.nll_weight * b as f64 / group_units as f64))?)?;
-            }
-            let c = (chosen_logratio.detach() * dpo.beta)?
-                .to_dtype(candle_core::DType::F64)?
-                .to_vec1::<f64>()?;
-            let r = (rejected_logratio.detach() * dpo.beta)?
-                .to_dtype(candle_core::DType::F64)?
-                .to_vec1::<f64>()?;
-            let mut stats = DpoStats::default();
-            for (c, r) in c.iter().zip(&r) {
-                stats.chosen_reward += c;
-                stats.rejected_reward += r;
-                stats.margin += c - r;
-                stats.accuracy += f64::from(u8::from(c > r));
-            }
+            let refs: Vec<&ScoredPair> = batch.iter().map(|&i| &pairs[i]).collect();
+            let (loss, tokens, stats) = dpo_batch_loss(model, &refs, dpo, group_units, true)?;
             Ok(MicroBatch {
                 loss,
-                tokens: p.tokens_in_batch,
+                tokens,
                 dpo: Some(stats),
             })
         },
