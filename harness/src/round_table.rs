@@ -2,6 +2,7 @@
 //! side by side (pass@1 up? pass@k, the improvement set and M1's pass@k on it, coverage,
 //! diversity of correct responses, OOD accuracy, group disparity).
 
+use results::Metric;
 use results::{Measures, MetricRow};
 
 use crate::loop_dir::LoopSettings;
@@ -9,7 +10,7 @@ use crate::loop_dir::LoopSettings;
 /// Prints one line per round of `measures` for the loop's task.
 pub fn print(method: &str, settings: &LoopSettings, measures: &Measures) {
     let eval = &settings.eval;
-    let find = |metric: &str, split: &str, round: u32, subset: &str, k: Option<u64>| {
+    let find = |metric: Metric, split: &str, round: u32, subset: &str, k: Option<u64>| {
         measures
             .metrics
             .iter()
@@ -26,7 +27,7 @@ pub fn print(method: &str, settings: &LoopSettings, measures: &Measures) {
     let k_max = measures
         .metrics
         .iter()
-        .filter(|r| r.metric == "pass@k" && r.task == eval.task && r.split == eval.split)
+        .filter(|r| r.metric == Metric::PassAtK && r.task == eval.task && r.split == eval.split)
         .filter_map(|r| r.k)
         .max()
         .unwrap_or(1);
@@ -50,19 +51,43 @@ pub fn print(method: &str, settings: &LoopSettings, measures: &Measures) {
     header.push_str("  GD");
     println!("{header}");
     for round in rounds {
-        let is_size = find("improvement_set_size", &eval.split, round, "all", None);
-        let is_pass = find("is_round1_pass@k", &eval.split, round, "all", Some(k_max));
-        let coverage = find("coverage_pooled", &settings.train_split, round, "all", None);
+        let is_size = find(Metric::ImprovementSetSize, &eval.split, round, "all", None);
+        let is_pass = find(
+            Metric::ImprovementSetRound1PassAtK,
+            &eval.split,
+            round,
+            "all",
+            Some(k_max),
+        );
+        let coverage = find(
+            Metric::CoveragePooled,
+            &settings.train_split,
+            round,
+            "all",
+            None,
+        );
         let mut line = format!(
             "{:>width$}  {round:>5}  {:>6}  {:>6}  {:>4}  {:>16}  {:>8}  {:>13}  {:>8}",
             "",
-            pct(find("greedy_pass@1", &eval.split, round, "all", None)),
-            pct(find("pass@k", &eval.split, round, "all", Some(k_max))),
+            pct(find(Metric::GreedyPass1, &eval.split, round, "all", None)),
+            pct(find(
+                Metric::PassAtK,
+                &eval.split,
+                round,
+                "all",
+                Some(k_max)
+            )),
             is_size.map_or_else(|| "-".to_string(), |v| format!("{v:.0}")),
             pct(is_pass),
             pct(coverage),
-            num(find("distinct_n", &eval.split, round, "correct", None)),
-            num(find("sbert_diversity", &eval.split, round, "correct", None)),
+            num(find(Metric::DistinctN, &eval.split, round, "correct", None)),
+            num(find(
+                Metric::SbertDiversity,
+                &eval.split,
+                round,
+                "correct",
+                None
+            )),
             width = method.len() + eval.task.len() + eval.split.len() + 3,
         );
         for ood in &settings.ood {
@@ -70,7 +95,7 @@ pub fn print(method: &str, settings: &LoopSettings, measures: &Measures) {
                 .metrics
                 .iter()
                 .find(|r| {
-                    r.metric == "greedy_pass@1"
+                    r.metric == Metric::GreedyPass1
                         && r.task == ood.task
                         && r.split == ood.split
                         && r.round == round
@@ -88,7 +113,9 @@ pub fn print(method: &str, settings: &LoopSettings, measures: &Measures) {
         let disparity = measures
             .metrics
             .iter()
-            .filter(|r| r.metric == "group_disparity" && r.task == eval.task && r.round == round)
+            .filter(|r| {
+                r.metric == Metric::GroupDisparity && r.task == eval.task && r.round == round
+            })
             .max_by_key(|r| r.split.len())
             .and_then(|r| r.value);
         line.push_str(&format!("  {}", num(disparity)));

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use benchmarks::{Sample, Task};
-use results::{pass_at_k, pass_at_k_levels};
+use results::{mean_pass_at_k, pass_at_k_levels};
 use serde_json::Value;
 
 /// The numbers of one task.
@@ -43,13 +43,10 @@ impl TaskSummary {
             .collect();
         let greedy_correct = greedy.iter().filter(|s| s.correct == Some(true)).count();
         let mut pass = Vec::new();
+        let drawn: Vec<(u64, u64)> = counts.iter().map(|&(_, n, c)| (n, c)).collect();
         for k in pass_at_k_levels(u64::from(n)) {
-            let values: Vec<f64> = counts
-                .iter()
-                .filter_map(|(_, drawn, correct)| pass_at_k(*drawn, *correct, k))
-                .collect();
-            if !values.is_empty() {
-                pass.push((k, values.iter().sum::<f64>() / values.len() as f64));
+            if let (Some(value), _) = mean_pass_at_k(&drawn, k) {
+                pass.push((k, value));
             }
         }
         let tokens: u64 = samples

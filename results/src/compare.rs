@@ -1,6 +1,7 @@
 //! Runs side by side (`harness compare`): one CSV and one plot per metric with a column
 //! per run, greedy agreement between runs on the same problems, and a readable table.
 
+use crate::metric::Metric;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -43,7 +44,7 @@ pub struct Agreement {
 /// The comparison of several runs.
 pub struct Compared {
     /// metric -> rows keyed by (task, split, round, subset, k) with one value per run.
-    pub by_metric: BTreeMap<String, BTreeMap<RowKey, Vec<Option<f64>>>>,
+    pub by_metric: BTreeMap<Metric, BTreeMap<RowKey, Vec<Option<f64>>>>,
     pub agreement: Vec<Agreement>,
     pub runs: Vec<String>,
     pub tokens_per_s: Vec<Option<f64>>,
@@ -54,7 +55,7 @@ pub type RowKey = (String, String, u32, String, Option<u64>);
 
 /// Lines the runs' metrics up and measures greedy agreement with the first run.
 pub fn compare(runs: &[RunMeasures]) -> Compared {
-    let mut by_metric: BTreeMap<String, BTreeMap<RowKey, Vec<Option<f64>>>> = BTreeMap::new();
+    let mut by_metric: BTreeMap<Metric, BTreeMap<RowKey, Vec<Option<f64>>>> = BTreeMap::new();
     for (i, run) in runs.iter().enumerate() {
         for r in &run.metrics {
             let key = (
@@ -65,7 +66,7 @@ pub fn compare(runs: &[RunMeasures]) -> Compared {
                 r.k,
             );
             let values = by_metric
-                .entry(r.metric.clone())
+                .entry(r.metric)
                 .or_default()
                 .entry(key)
                 .or_insert_with(|| vec![None; runs.len()]);
@@ -145,9 +146,9 @@ pub fn write_compare(dir: &Path, compared: &Compared) -> Result<String> {
             record.extend(values.iter().map(|v| value_text(*v)));
             w.write_record(&record)?;
         }
-        let stem = file_stem(metric);
+        let stem = file_stem(metric.name());
         write(dir, &format!("{stem}.csv"), finish(w)?)?;
-        crate::plots::render(dir, &metric_figure(&stem, metric, rows, &compared.runs))?;
+        crate::plots::render(dir, &metric_figure(&stem, *metric, rows, &compared.runs))?;
     }
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
@@ -190,7 +191,7 @@ pub fn write_compare(dir: &Path, compared: &Compared) -> Result<String> {
 /// and keeps one drawing routine. Group rows (levels, subjects) stay in the CSV only.
 fn metric_figure(
     stem: &str,
-    metric: &str,
+    metric: Metric,
     rows: &BTreeMap<RowKey, Vec<Option<f64>>>,
     runs: &[String],
 ) -> Figure {
@@ -209,8 +210,7 @@ fn metric_figure(
         }
     }
     let over_k = shown.iter().any(|(key, _)| key.4.is_some());
-    let unit =
-        metric.contains("pass@") || metric.contains("share") || metric.starts_with("coverage");
+    let unit = metric.is_share();
     Figure {
         stem: stem.to_string(),
         panels: vec![Panel {
@@ -238,17 +238,17 @@ fn round_suffix(k: Option<u64>, round: u32) -> String {
 }
 
 /// The metrics a person compares first, with their subsets.
-const TABLE_ROWS: &[(&str, &str)] = &[
-    ("greedy_pass@1", "all"),
-    ("pass@k", "all"),
-    ("distinct_n", "correct"),
-    ("distinct_n", "incorrect"),
-    ("sbert_diversity", "correct"),
-    ("sbert_diversity", "incorrect"),
-    ("distinct_equations", "correct"),
-    ("distinct_equations", "incorrect"),
-    ("mean_response_tokens", "sampled"),
-    ("group_disparity", ""),
+const TABLE_ROWS: &[(Metric, &str)] = &[
+    (Metric::GreedyPass1, "all"),
+    (Metric::PassAtK, "all"),
+    (Metric::DistinctN, "correct"),
+    (Metric::DistinctN, "incorrect"),
+    (Metric::SbertDiversity, "correct"),
+    (Metric::SbertDiversity, "incorrect"),
+    (Metric::DistinctEquations, "correct"),
+    (Metric::DistinctEquations, "incorrect"),
+    (Metric::MeanResponseTokens, "sampled"),
+    (Metric::GroupDisparity, ""),
 ];
 
 fn table(c: &Compared) -> String {
@@ -278,7 +278,7 @@ fn table(c: &Compared) -> String {
     for (task, split, round) in &sets {
         let _ = writeln!(out, "{task} {split} round {round}");
         for (metric, subset) in TABLE_ROWS {
-            let Some(rows) = c.by_metric.get(*metric) else {
+            let Some(rows) = c.by_metric.get(metric) else {
                 continue;
             };
             for ((t, s, r, sub, k), values) in rows {
@@ -291,8 +291,8 @@ fn table(c: &Compared) -> String {
                     continue;
                 }
                 let name = match k {
-                    Some(k) => metric.replace("@k", &format!("@{k}")),
-                    None => metric.to_string(),
+                    Some(k) => metric.name().replace("@k", &format!("@{k}")),
+                    None => metric.name().to_string(),
                 };
                 let label = if *subset == "all" || subset.is_empty() {
                     name

@@ -8,6 +8,7 @@ mod bert;
 mod compare;
 mod diversity;
 mod measure;
+mod metric;
 mod pass_at_k;
 mod plots;
 mod report;
@@ -21,7 +22,8 @@ pub use measure::{
     CoverageRow, EQUATION_TASKS, ImprovementRow, Measures, MetricRow, ProblemGroups, SampleSet,
     measure,
 };
-pub use pass_at_k::{pass_at_k, pass_at_k_levels};
+pub use metric::Metric;
+pub use pass_at_k::{mean_pass_at_k, pass_at_k, pass_at_k_levels};
 pub use plots::plot_run;
 pub use report::{RunInfo, read_metrics, write_reports};
 pub use rounds::{Coverage, coverage, improvement_set};

@@ -3,6 +3,7 @@
 //! coverage, diversity over correct and incorrect responses separately, group disparity and
 //! response lengths; across sets: the improvement set of each round against round 1.
 
+use crate::metric::Metric;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{Result, bail};
@@ -10,7 +11,7 @@ use benchmarks::Sample;
 use serde::Serialize;
 
 use crate::diversity::{distinct_equations, distinct_n};
-use crate::pass_at_k::{pass_at_k, pass_at_k_levels};
+use crate::pass_at_k::{mean_pass_at_k, pass_at_k_levels};
 use crate::rounds::{coverage, improvement_set};
 use crate::semantic::{Embedder, semantic_diversity};
 
@@ -45,7 +46,7 @@ pub struct MetricRow {
     pub task: String,
     pub split: String,
     pub round: u32,
-    pub metric: String,
+    pub metric: Metric,
     pub subset: String,
     pub k: Option<u64>,
     pub value: Option<f64>,
@@ -58,8 +59,8 @@ impl MetricRow {
     /// `greedy_pass@1[level=3]`).
     pub fn column(&self) -> String {
         let mut name = match self.k {
-            Some(k) => self.metric.replace("@k", &format!("@{k}")),
-            None => self.metric.clone(),
+            Some(k) => self.metric.name().replace("@k", &format!("@{k}")),
+            None => self.metric.name().to_string(),
         };
         if self.subset != "all" {
             name.push_str(&format!("[{}]", self.subset));
@@ -166,14 +167,14 @@ pub fn measure<'e>(
         lengths(&mut rows, problems);
         if let Some(row) = coverage_row(set, problems) {
             rows.push(
-                "coverage_pooled",
+                Metric::CoveragePooled,
                 "all",
                 None,
                 Some(row.pooled),
                 row.questions,
             );
             rows.push(
-                "coverage_per_question",
+                Metric::CoveragePerQuestion,
                 "all",
                 None,
                 Some(row.per_question_mean),
@@ -194,12 +195,12 @@ struct RowSink<'s, 'a> {
 }
 
 impl RowSink<'_, '_> {
-    fn push(&mut self, metric: &str, subset: &str, k: Option<u64>, value: Option<f64>, n: usize) {
+    fn push(&mut self, metric: Metric, subset: &str, k: Option<u64>, value: Option<f64>, n: usize) {
         self.rows.push(MetricRow {
             task: self.set.task.clone(),
             split: self.set.split.clone(),
             round: self.set.round,
-            metric: metric.to_string(),
+            metric,
             subset: subset.to_string(),
             k,
             value,
@@ -259,15 +260,11 @@ fn accuracy(
         if !greedy.is_empty() {
             let solved = greedy.iter().filter(|c| **c).count();
             let value = solved as f64 / greedy.len() as f64;
-            rows.push("greedy_pass@1", subset, None, Some(value), greedy.len());
+            rows.push(Metric::GreedyPass1, subset, None, Some(value), greedy.len());
         }
         for k in pass_at_k_levels(n_max) {
-            let values: Vec<f64> = counts
-                .iter()
-                .filter_map(|(n, c)| pass_at_k(*n, *c, k))
-                .collect();
-            if !values.is_empty() {
-                rows.push("pass@k", subset, Some(k), mean(&values), values.len());
+            if let (Some(value), problems) = mean_pass_at_k(counts, k) {
+                rows.push(Metric::PassAtK, subset, Some(k), Some(value), problems);
             }
         }
     }
@@ -326,7 +323,7 @@ fn push_disparity(rows: &mut RowSink, per_level: &LevelCounts) {
     let p_high = high_ok as f64 / high_n as f64;
     let value = (p_low > 0.0).then(|| (p_low - p_high) / p_low);
     let subset = format!("level={low} vs level={high}");
-    rows.push("group_disparity", &subset, None, value, low_n + high_n);
+    rows.push(Metric::GroupDisparity, &subset, None, value, low_n + high_n);
 }
 
 /// Group disparity across a task's splits of one round (arith: levels 1-3 in `test`, 4-5 in
@@ -418,14 +415,20 @@ fn diversity<'e>(
             sets.iter().filter_map(|s| f(s)).collect()
         };
         let distinct = defined(&distinct_n);
-        rows.push("distinct_n", subset, None, mean(&distinct), distinct.len());
+        rows.push(
+            Metric::DistinctN,
+            subset,
+            None,
+            mean(&distinct),
+            distinct.len(),
+        );
         if !embeddings.is_empty() {
             let semantic = defined(&|s: &[&str]| {
                 let vectors: Vec<&[f32]> = s.iter().map(|t| embeddings[t].as_slice()).collect();
                 semantic_diversity(&vectors)
             });
             rows.push(
-                "sbert_diversity",
+                Metric::SbertDiversity,
                 subset,
                 None,
                 mean(&semantic),
@@ -435,7 +438,7 @@ fn diversity<'e>(
         if with_equations {
             let equations = defined(&distinct_equations);
             rows.push(
-                "distinct_equations",
+                Metric::DistinctEquations,
                 subset,
                 None,
                 mean(&equations),
@@ -467,7 +470,7 @@ fn lengths(rows: &mut RowSink, problems: &[(&str, ProblemSamples)]) {
             .filter(|s| s.finish_reason.as_deref() == Some("length"))
             .count();
         rows.push(
-            "mean_response_tokens",
+            Metric::MeanResponseTokens,
             subset,
             None,
             mean(&tokens),
@@ -475,7 +478,7 @@ fn lengths(rows: &mut RowSink, problems: &[(&str, ProblemSamples)]) {
         );
         let share = hit as f64 / samples.len() as f64;
         rows.push(
-            "max_tokens_share",
+            Metric::MaxTokensShare,
             subset,
             None,
             Some(share),
@@ -531,7 +534,7 @@ fn improvement(sets: &[SampleSet], grouped: &[Vec<(&str, ProblemSamples)>], out:
             rows: &mut out.metrics,
         };
         rows.push(
-            "improvement_set_size",
+            Metric::ImprovementSetSize,
             "all",
             None,
             Some(is.len() as f64),
@@ -548,12 +551,14 @@ fn improvement(sets: &[SampleSet], grouped: &[Vec<(&str, ProblemSamples)>], out:
             .max()
             .unwrap_or(0);
         for k in pass_at_k_levels(n_max) {
-            let values: Vec<f64> = counts
-                .iter()
-                .filter_map(|(n, c)| pass_at_k(*n, *c, k))
-                .collect();
-            let value = mean(&values);
-            rows.push("is_round1_pass@k", "all", Some(k), value, values.len());
+            let (value, problems) = mean_pass_at_k(&counts, k);
+            rows.push(
+                Metric::ImprovementSetRound1PassAtK,
+                "all",
+                Some(k),
+                value,
+                problems,
+            );
             out.improvement.push(ImprovementRow {
                 task: set.task.clone(),
                 split: set.split.clone(),

@@ -17,6 +17,19 @@ pub fn pass_at_k(n: u64, c: u64, k: u64) -> Option<f64> {
     Some(1.0 - product)
 }
 
+/// pass@k of a set of problems, each given as (samples drawn, correct): the mean over the
+/// problems with at least k samples (None when there are none), and how many those are.
+/// The one place a set's pass@k is computed: reports, the loop's table and `harness
+/// bench`'s summary all use it.
+pub fn mean_pass_at_k(counts: &[(u64, u64)], k: u64) -> (Option<f64>, usize) {
+    let values: Vec<f64> = counts
+        .iter()
+        .filter_map(|&(n, c)| pass_at_k(n, c, k))
+        .collect();
+    let mean = (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+    (mean, values.len())
+}
+
 /// The k reported for n samples: 1, 2, 4, ... up to n (and n itself).
 pub fn pass_at_k_levels(n: u64) -> Vec<u64> {
     let mut levels: Vec<u64> = std::iter::successors(Some(1u64), |k| k.checked_mul(2))

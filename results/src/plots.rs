@@ -3,6 +3,7 @@
 //! diversity per round over correct and incorrect responses, and accuracy per level with
 //! the group disparity.
 
+use crate::metric::Metric;
 use std::path::Path;
 use std::sync::Once;
 
@@ -67,7 +68,7 @@ fn task_label(task: &str, split: &str) -> String {
 }
 
 /// Values of one metric/subset as (round, value) per task split.
-fn per_round(measures: &Measures, metric: &str, subset: &str, suffix: &str) -> Vec<Series> {
+fn per_round(measures: &Measures, metric: Metric, subset: &str, suffix: &str) -> Vec<Series> {
     let mut series: Vec<Series> = Vec::new();
     for r in &measures.metrics {
         if r.metric != metric || r.subset != subset {
@@ -82,11 +83,11 @@ fn per_round(measures: &Measures, metric: &str, subset: &str, suffix: &str) -> V
 
 fn run_figures(m: &Measures) -> Vec<Figure> {
     let mut figures = Vec::new();
-    let mut accuracy = per_round(m, "greedy_pass@1", "all", " greedy pass@1");
+    let mut accuracy = per_round(m, Metric::GreedyPass1, "all", " greedy pass@1");
     for row in m
         .metrics
         .iter()
-        .filter(|r| r.metric == "pass@k" && r.subset == "all")
+        .filter(|r| r.metric == Metric::PassAtK && r.subset == "all")
     {
         // The sampled pass@1 next to the greedy one shows how far greedy decoding is from
         // the average sample.
@@ -115,7 +116,7 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
     for row in m
         .metrics
         .iter()
-        .filter(|r| r.metric == "pass@k" && r.subset == "all")
+        .filter(|r| r.metric == Metric::PassAtK && r.subset == "all")
     {
         let (Some(k), Some(value)) = (row.k, row.value) else {
             continue;
@@ -163,9 +164,9 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
 
     let mut diversity = Vec::new();
     for (metric, title) in [
-        ("distinct_n", "Distinct-N (syntactic)"),
-        ("sbert_diversity", "SentenceBERT diversity (semantic)"),
-        ("distinct_equations", "Distinct Equations (logical)"),
+        (Metric::DistinctN, "Distinct-N (syntactic)"),
+        (Metric::SbertDiversity, "SentenceBERT diversity (semantic)"),
+        (Metric::DistinctEquations, "Distinct Equations (logical)"),
     ] {
         let mut series = per_round(m, metric, "correct", " correct");
         series.extend(per_round(m, metric, "incorrect", " incorrect"));
@@ -190,7 +191,7 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
 
     // Accuracy per level (one line per round) and the group disparity per round.
     let mut levels: Vec<Series> = Vec::new();
-    for row in m.metrics.iter().filter(|r| r.metric == "greedy_pass@1") {
+    for row in m.metrics.iter().filter(|r| r.metric == Metric::GreedyPass1) {
         let Some(level) = row
             .subset
             .strip_prefix("level=")
@@ -204,7 +205,11 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
     }
     if !levels.is_empty() {
         let mut disparity: Vec<Series> = Vec::new();
-        for row in m.metrics.iter().filter(|r| r.metric == "group_disparity") {
+        for row in m
+            .metrics
+            .iter()
+            .filter(|r| r.metric == Metric::GroupDisparity)
+        {
             let Some(value) = row.value else { continue };
             let label = format!("{} GD {}", task_label(&row.task, &row.split), row.subset);
             add_point(&mut disparity, label, (f64::from(row.round), value));

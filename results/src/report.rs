@@ -103,7 +103,7 @@ fn metrics_csv(run: &RunInfo, rows: &[MetricRow]) -> Result<Vec<u8>> {
             &r.split,
             &r.round.to_string(),
             &run.method,
-            &r.metric,
+            r.metric.name(),
             &r.subset,
             &r.k.map_or_else(String::new, |k| k.to_string()),
             &value_text(r.value),
@@ -211,7 +211,9 @@ pub fn read_metrics(path: &Path) -> Result<(RunInfo, Vec<MetricRow>)> {
             round: field(5, "round")?
                 .parse()
                 .with_context(|| parse_err("round"))?,
-            metric: field(7, "metric")?.to_string(),
+            metric: field(7, "metric")?
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("{}", parse_err(&e)))?,
             subset: field(8, "subset")?.to_string(),
             k: optional(9, "k")?
                 .map(str::parse)

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use benchmarks::Sample;
-use results::{Embedder, MetricRow, ProblemGroups, SampleSet, measure};
+use results::{Embedder, Metric, MetricRow, ProblemGroups, SampleSet, measure};
 
 /// (problem, sample index or None for greedy, correct, text, tokens, hit max_tokens)
 type Line<'a> = (&'a str, Option<u32>, bool, &'a str, u32, bool);
@@ -207,7 +207,7 @@ fn one_round_by_hand() {
 
     // No second round: no improvement set.
     assert!(m.improvement.is_empty());
-    assert!(!rows.iter().any(|r| r.metric == "improvement_set_size"));
+    assert!(!rows.iter().any(|r| r.metric == Metric::ImprovementSetSize));
 }
 
 #[test]
@@ -262,7 +262,11 @@ fn improvement_set_against_round_one() {
         ]
     );
     // Rounds with greedy answers only have no sampled metrics and no coverage.
-    assert!(!rows.iter().any(|r| r.round == 2 && r.metric == "pass@k"));
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r.round == 2 && r.metric == Metric::PassAtK)
+    );
     assert_eq!(m.coverage.len(), 1);
     // Round 2: greedy 2/3; level 2 (p2 right, p3 wrong) 0.5; GD (1 - 0.5) / 1.
     close(value(rows, 2, "greedy_pass@1"), 2.0 / 3.0, "round 2 greedy");
@@ -286,8 +290,8 @@ fn edge_cases() {
     let rows = &m.metrics;
     close(value(rows, 1, "pass@1"), 1.0, "pass@1");
     assert!(!rows.iter().any(|r| r.column() == "pass@2"));
-    assert!(!rows.iter().any(|r| r.metric == "greedy_pass@1"));
-    assert!(!rows.iter().any(|r| r.metric == "group_disparity"));
+    assert!(!rows.iter().any(|r| r.metric == Metric::GreedyPass1));
+    assert!(!rows.iter().any(|r| r.metric == Metric::GroupDisparity));
     close(value(rows, 1, "coverage_pooled"), 1.0, "coverage");
     for column in [
         "distinct_n[correct]",
@@ -334,7 +338,7 @@ fn edge_cases() {
     close(value(rows, 1, "coverage_pooled"), 0.0, "coverage");
     assert_eq!(value(rows, 1, "group_disparity[level=1 vs level=5]"), None);
     // No embedder: no semantic rows at all.
-    assert!(!rows.iter().any(|r| r.metric == "sbert_diversity"));
+    assert!(!rows.iter().any(|r| r.metric == Metric::SbertDiversity));
     // Distinct-N of incorrect: p1 ["a", "b"] -> 1; p2 ["a", "a"] -> 1/2.
     close(value(rows, 1, "distinct_n[incorrect]"), 0.75, "distinct-n");
 
@@ -406,7 +410,7 @@ fn group_disparity_spans_a_tasks_splits_from_level_1_to_the_hardest() {
     let row = m
         .metrics
         .iter()
-        .find(|r| r.metric == "group_disparity" && r.split == "test+ood")
+        .find(|r| r.metric == Metric::GroupDisparity && r.split == "test+ood")
         .expect("a cross-split row");
     // level 1: 2/2, level 5: 1/2 -> (1 - 0.5) / 1.
     assert_eq!(row.subset, "level=1 vs level=5");
