@@ -257,6 +257,15 @@ struct CachedEmbedder {
 
 const EMBEDDING_CACHE: &str = "sbert-embeddings.bin";
 
+/// Time spent loading the encoder and embedding, over the process (the loop reports it
+/// apart from the rest of its reports' time).
+static EMBEDDING_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Seconds spent on SentenceBERT embedding so far in this process.
+pub fn embedding_seconds() -> f64 {
+    EMBEDDING_NANOS.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9
+}
+
 impl CachedEmbedder {
     fn open(dir: &Path) -> Result<Self> {
         let path = dir.join(EMBEDDING_CACHE);
@@ -308,6 +317,7 @@ impl Embedder for CachedEmbedder {
         missing.sort_unstable();
         missing.dedup();
         if !missing.is_empty() {
+            let started = std::time::Instant::now();
             if self.encoder.is_none() {
                 self.encoder = Some(load_encoder()?);
             }
@@ -330,6 +340,8 @@ impl Embedder for CachedEmbedder {
                 bar.inc(chunk.len() as u64);
             }
             bar.finish_and_clear();
+            let nanos = started.elapsed().as_nanos() as u64;
+            EMBEDDING_NANOS.fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(texts
             .iter()

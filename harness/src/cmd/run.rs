@@ -573,16 +573,20 @@ struct Phases {
 }
 
 impl Phases {
+    /// Prints the phases and the loop's overhead: everything but sampling, training and
+    /// embedding (grading, the rest of the reports, loading, bookkeeping).
     fn print(&self, wall: f64) {
+        let embedding = crate::reports::embedding_seconds();
         let other = wall - self.sampling - self.grading - self.training - self.reporting;
+        let overhead = wall - self.sampling - self.training - embedding;
         println!(
-            "time: {wall:.0} s: sampling {:.0} s, grading {:.0} s, training {:.0} s, reports {:.0} s, other {:.0} s ({:.1}%)",
+            "time: {wall:.0} s: sampling {:.0} s, grading {:.0} s, training {:.0} s, reports {:.0} s \
+             (embedding {embedding:.0} s), other {other:.0} s; loop overhead {overhead:.0} s ({:.1}%)",
             self.sampling,
             self.grading,
             self.training,
             self.reporting,
-            other,
-            100.0 * other / wall.max(1e-9)
+            100.0 * overhead / wall.max(1e-9)
         );
     }
 }
