@@ -44,6 +44,12 @@ def load_causal_lm(path):
         folder, name = os.path.split(path)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype="float32")
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        # The weights are dequantized to float32; transformers still marks the model as
+        # GGUF-quantized, which its Trainer refuses to train.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         model.config.name_or_path = path
         model.name_or_path = path
     else:
@@ -86,7 +92,8 @@ def common_args():
         num_train_epochs=float(env("HARNESS_EPOCHS")),
         per_device_train_batch_size=int(env("HARNESS_BATCH_SIZE")),
         gradient_accumulation_steps=int(env("HARNESS_GRAD_ACCUM", "1")),
-        warmup_ratio=float(env("HARNESS_WARMUP_RATIO", "0.1")),
+        # transformers 5: a float below 1 is the share of steps in warmup.
+        warmup_steps=float(env("HARNESS_WARMUP_RATIO", "0.1")),
         lr_scheduler_type="constant_with_warmup" if schedule == "constant" else "cosine",
         max_grad_norm=float(env("HARNESS_MAX_GRAD_NORM", "1.0")) or 1e9,
         weight_decay=float(env("HARNESS_WEIGHT_DECAY", "0")),
