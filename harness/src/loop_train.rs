@@ -35,6 +35,8 @@ impl RoundJob<'_> {
     fn start(&self, lora: bool) -> (PathBuf, Option<PathBuf>) {
         match (lora, self.previous) {
             (true, Some(prev)) => (self.m0.to_path_buf(), Some(prev.join("adapter"))),
+            // M0 given as a Hugging Face folder: each round continues from the previous hf/.
+            (false, Some(prev)) if self.m0.is_dir() => (prev.join("hf"), None),
             (false, Some(prev)) => (prev.join("model.gguf"), None),
             (_, None) => (self.m0.to_path_buf(), None),
         }
@@ -62,8 +64,15 @@ pub fn candle_job(t: &LoopTrainArgs, job: &RoundJob) -> Result<TrainJob> {
     let lora = !t.full;
     let (model, continue_adapter) = job.start(lora);
     let (learning_rate, epochs, export) = round_settings(t, job);
-    let Some(gguf) = export.gguf_type() else {
-        bail!("the loop samples each round's model.gguf: --gguf-type none does not apply");
+    // A GGUF export copies M0's GGUF metadata; M0 as a Hugging Face folder (served by a
+    // server) gets the adapter (LoRA) or hf/ (full) instead.
+    let from_folder = job.m0.is_dir();
+    let gguf = match (from_folder, export.gguf_type()) {
+        (true, _) => None,
+        (false, Some(gguf)) => Some(gguf),
+        (false, None) => {
+            bail!("the loop samples each round's model.gguf: --gguf-type none does not apply")
+        }
     };
     Ok(TrainJob {
         method: match job.dpo {
@@ -107,8 +116,8 @@ pub fn candle_job(t: &LoopTrainArgs, job: &RoundJob) -> Result<TrainJob> {
         },
         max_len: t.max_len,
         out: job.out.to_path_buf(),
-        gguf: Some(gguf),
-        hf: false,
+        gguf,
+        hf: from_folder && !lora,
         device: crate::cmd::train::device()?,
         dtype: candle_core::DType::F32,
     })

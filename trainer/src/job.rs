@@ -13,8 +13,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::text::TextTokenizer;
 use anyhow::{Context, Result, bail};
-use backends::llamacpp::Tokenizer;
 use candle_core::{DType, Device};
 use serde::Serialize;
 
@@ -45,8 +45,8 @@ pub struct TrainJob {
     pub model: PathBuf,
     /// DPO's reference model (default: `model`, i.e. M_{t-1}).
     pub reference: Option<PathBuf>,
-    /// GGUF whose tokenizer and chat template are used (default: `model`, which must then be
-    /// a GGUF).
+    /// The GGUF or Hugging Face folder whose tokenizer and chat template encode the data
+    /// (default: `model`; a folder needs its tokenizer.json).
     pub tokenizer: Option<PathBuf>,
     pub tuning: Tuning,
     /// A PEFT adapter folder the LoRA adapters start from instead of a fresh initialisation
@@ -105,14 +105,15 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
     let tokenizer_path = match (&job.tokenizer, is_gguf(&job.model)) {
         (Some(path), _) => path.clone(),
         (None, true) => job.model.clone(),
+        (None, false) if job.model.join("tokenizer.json").exists() => job.model.clone(),
         (None, false) => bail!(
-            "{}: a Hugging Face folder needs --tokenizer FILE.gguf (the GGUF the sampler used) so \
-             that training sees the sampler's exact tokens",
+            "{}: this folder has no tokenizer.json; give --tokenizer (the GGUF or folder the \
+             sampler used) so that training sees the sampler's exact tokens",
             job.model.display()
         ),
     };
     progress(Progress::Phase("loading the tokenizer"));
-    let tokenizer = Tokenizer::load(&tokenizer_path)
+    let tokenizer = TextTokenizer::load(&tokenizer_path)
         .with_context(|| format!("tokenizer {}", tokenizer_path.display()))?;
     progress(Progress::Phase("loading the model"));
     let weights = Weights::load(&job.model, job.dtype, &job.device)
@@ -223,7 +224,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
 }
 
 /// Reads and tokenises a data file for the job's method; returns the record count too.
-fn prepare(job: &TrainJob, tokenizer: &Tokenizer, path: &Path) -> Result<(usize, Prepared)> {
+fn prepare(job: &TrainJob, tokenizer: &TextTokenizer, path: &Path) -> Result<(usize, Prepared)> {
     Ok(match &job.method {
         Method::Sft => {
             let data = read_sft(path)?;

@@ -15,6 +15,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod process;
+pub mod text;
 pub mod train;
 
 pub use checkpoint::Weights;

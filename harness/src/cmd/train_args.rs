@@ -67,9 +67,10 @@ pub struct TrainArgs {
     /// anchor to an earlier round).
     #[arg(long = "ref", value_name = "REF")]
     pub reference: Option<PathBuf>,
-    /// GGUF whose tokenizer and chat template encode the data (default: --model; required
-    /// for a Hugging Face folder).
-    #[arg(long, value_name = "FILE.gguf")]
+    /// The tokenizer and chat template that encode the data: a GGUF (as llama.cpp applies
+    /// them) or a Hugging Face folder (tokenizer.json and its jinja chat template, as
+    /// transformers and vLLM apply them). Default: --model.
+    #[arg(long, value_name = "GGUF|DIR")]
     pub tokenizer: Option<PathBuf>,
     /// LoRA: start the adapters from this PEFT adapter folder (a previous round's
     /// `adapter/`) instead of a fresh initialisation; --model stays the frozen base. DPO's
