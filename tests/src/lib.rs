@@ -174,3 +174,53 @@ fn http_get_status(port: u16, path: &str) -> Option<u16> {
     stream.read_to_string(&mut response).ok()?;
     response.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// `harness run` on a small loop of the default model: 2 rounds, 8 training questions
+/// sampled 4 times, 3 test and 2 OOD problems (greedy + 2), 80 tokens, LoRA rank 4, fast
+/// learning rates, no SentenceBERT; output in `out`.
+pub fn small_loop_args(out: &std::path::Path) -> Vec<String> {
+    let model = default_model();
+    [
+        "run",
+        "--task",
+        "arith",
+        "--rounds",
+        "2",
+        "--train-limit",
+        "8",
+        "--eval-limit",
+        "3",
+        "--ood-limit",
+        "2",
+        "--n-train",
+        "4",
+        "--n-eval",
+        "2",
+        "--max-tokens",
+        "80",
+        "--parallel",
+        "8",
+        "--epochs",
+        "2",
+        "--m1-epochs",
+        "2",
+        "--lr",
+        "1e-3",
+        "--dpo-lr",
+        "1e-4",
+        "--lora-rank",
+        "4",
+        "--train-batch-size",
+        "4",
+        "--no-semantic",
+        "--model",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        model.display().to_string(),
+        "--out".to_string(),
+        out.display().to_string(),
+    ])
+    .collect()
+}

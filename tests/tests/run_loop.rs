@@ -8,53 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e_tests::{default_model, harness, harness_bin, harness_ok, read_jsonl, serial};
+use e2e_tests::{
+    default_model, harness, harness_bin, harness_ok, read_jsonl, serial, small_loop_args,
+};
 use serde_json::Value;
 
-/// A small loop: 8 training questions, 3 + 2 evaluation problems, short answers.
+/// The small loop of every test here (`e2e_tests::small_loop_args`).
 fn args(out: &Path) -> Vec<String> {
-    let model = default_model();
-    [
-        "run",
-        "--task",
-        "arith",
-        "--rounds",
-        "2",
-        "--train-limit",
-        "8",
-        "--eval-limit",
-        "3",
-        "--ood-limit",
-        "2",
-        "--n-train",
-        "4",
-        "--n-eval",
-        "2",
-        "--max-tokens",
-        "80",
-        "--parallel",
-        "8",
-        "--epochs",
-        "2",
-        "--m1-epochs",
-        "2",
-        "--lr",
-        "1e-3",
-        "--dpo-lr",
-        "1e-4",
-        "--lora-rank",
-        "4",
-        "--train-batch-size",
-        "4",
-        "--no-semantic",
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    small_loop_args(out)
 }
 
 fn run(out: &Path) -> String {

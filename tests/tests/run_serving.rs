@@ -8,57 +8,18 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 
-use e2e_tests::{default_model, harness, llama_cpp_tools, read_jsonl, serial};
+use e2e_tests::{default_model, harness, llama_cpp_tools, read_jsonl, serial, small_loop_args};
 use serde_json::Value;
 
-/// A small loop: 8 training questions, 3 + 2 evaluation problems, short answers (the sizes
-/// of `run_loop.rs`).
+/// The small loop of `run_loop.rs` with one method and extra flags.
 fn loop_args(method: &str, out: &Path, extra: &[&str]) -> Vec<String> {
-    let model = default_model();
-    let mut args: Vec<String> = [
-        "run",
-        "--task",
-        "arith",
-        "--method",
-        method,
-        "--rounds",
-        "2",
-        "--train-limit",
-        "8",
-        "--eval-limit",
-        "3",
-        "--ood-limit",
-        "2",
-        "--n-train",
-        "4",
-        "--n-eval",
-        "2",
-        "--max-tokens",
-        "80",
-        "--parallel",
-        "8",
-        "--epochs",
-        "2",
-        "--m1-epochs",
-        "2",
-        "--lr",
-        "1e-3",
-        "--dpo-lr",
-        "1e-4",
-        "--lora-rank",
-        "4",
-        "--train-batch-size",
-        "4",
-        "--no-semantic",
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut args = small_loop_args(out);
+    args.extend(
+        ["--method", method]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string()),
+    );
     args
 }
 

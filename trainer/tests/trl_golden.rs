@@ -129,16 +129,6 @@ fn dpo_loss_rewards_and_margins_equal_trls() -> Result<()> {
             stats.accuracy / n,
             &case["rewards/accuracies"],
         );
-        close(
-            "chosen log-probability",
-            policy_chosen,
-            &case["logps/chosen"],
-        );
-        close(
-            "rejected log-probability",
-            policy_rejected,
-            &case["logps/rejected"],
-        );
     }
     Ok(())
 }
