@@ -101,12 +101,8 @@ impl LoopDir {
     /// hold the same settings, and the refusal names each that differs.
     pub fn open(root: &Path, settings: &LoopSettings) -> Result<Self> {
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-        let path = root.join("manifest.json");
-        if path.exists() {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let existing: Value = serde_json::from_str(&text)
-                .with_context(|| format!("{}: not JSON", path.display()))?;
+        let existing = crate::reports::manifest(root)?;
+        if !existing.is_null() {
             if existing["command"] != "run" {
                 bail!(
                     "{} holds a `harness {}` run, not a loop; use another --out",
@@ -136,7 +132,10 @@ impl LoopDir {
             command: "run".into(),
             settings: settings.clone(),
         };
-        write_atomic(&path, serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+        write_atomic(
+            &root.join("manifest.json"),
+            serde_json::to_string_pretty(&manifest)?.as_bytes(),
+        )?;
         Ok(LoopDir {
             root: root.to_path_buf(),
         })

@@ -19,12 +19,8 @@ impl RunDir {
     pub fn open(root: &Path, manifest: &Value) -> Result<Self> {
         std::fs::create_dir_all(root.join("samples"))
             .with_context(|| format!("creating {}", root.display()))?;
-        let path = root.join("manifest.json");
-        if path.exists() {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let existing: Value = serde_json::from_str(&text)
-                .with_context(|| format!("{}: not JSON", path.display()))?;
+        let existing = crate::reports::manifest(root)?;
+        if !existing.is_null() {
             let differences =
                 crate::loop_dir::differences("", &existing["settings"], &manifest["settings"]);
             if !differences.is_empty() {
@@ -35,7 +31,10 @@ impl RunDir {
                 );
             }
         } else {
-            write_atomic(&path, serde_json::to_string_pretty(manifest)?.as_bytes())?;
+            write_atomic(
+                &root.join("manifest.json"),
+                serde_json::to_string_pretty(manifest)?.as_bytes(),
+            )?;
         }
         Ok(RunDir {
             root: root.to_path_buf(),

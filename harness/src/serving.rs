@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use backends::{Backend, OpenAi};
 
 use crate::cli::BackendKind;
-use crate::cmd::run_args::RunArgs;
+use crate::cmd::run_args::{LoopMethod, RunArgs};
 use crate::engine::{make_backend, openai_config};
 use crate::progress;
 use crate::shell::run_logged;
@@ -22,6 +22,23 @@ pub struct Checkpoint<'a> {
     pub label: String,
     /// Its folder (model.gguf, adapter/, hf/); None for M0.
     pub folder: Option<&'a Path>,
+}
+
+impl<'a> Checkpoint<'a> {
+    /// M_round of `method` in `folder` (None: M0), named `m0`, `r1` (shared by the methods)
+    /// or `<method>-r<t>`.
+    pub fn new(round: u32, method: LoopMethod, folder: Option<&'a Path>) -> Self {
+        let label = match (round, folder) {
+            (_, None) => "m0".to_string(),
+            (1, Some(_)) => "r1".to_string(),
+            (_, Some(_)) => format!("{}-r{round}", method.name()),
+        };
+        Checkpoint {
+            round,
+            label,
+            folder,
+        }
+    }
 }
 
 /// How a server is switched to a round's model.
@@ -128,7 +145,10 @@ impl<'a> Engine<'a> {
             None => self.m0.clone(),
         };
         let served_name = format!("{}-{}", self.run_name, checkpoint.label);
-        let envs = self.hook_env(checkpoint, &gguf, &served_name);
+        let hook_env = match &self.kind {
+            Kind::Server(_, Switch::Hook { .. }) => self.hook_env(checkpoint, &gguf, &served_name),
+            _ => Vec::new(),
+        };
         let log = self.run_dir.join("serve-hook.log");
         let (m0_served, args) = (served_m0(self.args, &self.m0), self.args);
         match &mut self.kind {
@@ -145,7 +165,7 @@ impl<'a> Engine<'a> {
                 }
             },
             Kind::Server(backend, Switch::Hook { cmd, timeout }) => {
-                run_logged("--serve-hook", cmd, &envs, &log, Some(*timeout))?;
+                run_logged("--serve-hook", cmd, &hook_env, &log, Some(*timeout))?;
                 backend.serve(&served_name, *timeout).with_context(|| {
                     format!(
                         "after --serve-hook, the server did not serve `{served_name}` (the hook \
@@ -216,11 +236,7 @@ impl<'a> Engine<'a> {
     pub fn identity(&mut self) -> Result<String> {
         match self.kind {
             Kind::Embedded(_) => {
-                let m0 = Checkpoint {
-                    round: 0,
-                    label: "m0".into(),
-                    folder: None,
-                };
+                let m0 = Checkpoint::new(0, LoopMethod::Sft, None);
                 Ok(self.with(&m0)?.model_id())
             }
             Kind::Server(..) => Ok(served_m0(self.args, &self.m0)),

@@ -393,15 +393,7 @@ impl<'a> Loop<'a> {
             .unwrap_or(&dir)
             .display()
             .to_string();
-        let checkpoint = Checkpoint {
-            round,
-            label: match (round, model) {
-                (_, None) => "m0".to_string(),
-                (1, Some(_)) => "r1".to_string(),
-                (_, Some(_)) => format!("{}-r{round}", method.name()),
-            },
-            folder: model,
-        };
+        let checkpoint = Checkpoint::new(round, method, model);
         let outcome = evaluate::sample_and_grade(
             engine.with(&checkpoint)?,
             &plans,
