@@ -1,20 +1,19 @@
 //! MATH answers: the last brace-balanced `\boxed{}` (or `\fbox{}`), the standard MATH string
 //! normalisation (Hendrycks et al. 2021, `strip_string`, plus a few common extras), then
-//! comparison: equal strings; tuples and intervals element by element; numbers exactly
-//! when both are plain integers or decimals (13536 is not 13535); a relative tolerance of
-//! 1e-4 only when one side is a fraction, root or constant evaluated to a decimal.
+//! comparison: equal strings, else both answers parsed into trees ([`math_parse`]) and
+//! compared as a mathematician would ([`math_equiv`]): containers structurally, numbers
+//! exactly, closed forms numerically, expressions with variables at seeded random points.
+//!
+//! [`math_parse`]: super::math_parse
+//! [`math_equiv`]: super::math_equiv
 
-use std::str::FromStr;
 use std::sync::LazyLock;
 
 use regex::Regex;
-use rust_decimal::Decimal;
 
 use super::Verdict;
-use super::math_eval::evaluate;
-
-/// Relative tolerance for a decimal against an evaluated fraction, root or constant.
-pub const RELATIVE_TOLERANCE: f64 = 1e-4;
+use super::math_equiv::compare;
+use super::math_parse::parse;
 
 /// The content of the last `\boxed{...}` / `\fbox{...}` (braces balanced), or of the
 /// `\boxed 5` form.
@@ -52,15 +51,27 @@ static TEXT_WRAP: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\\(?:text|textbf|mbox|mathrm|mathbf)\{([^{}]*)\}").unwrap());
 static THOUSANDS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$").unwrap());
+static DOUBLED_COMMAND: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(^|[^\\])\\\\([a-zA-Z])").unwrap());
+static MEMBER_OF: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*[a-zA-Z]\s*\\in\b").unwrap());
+/// Stands for a matrix row break (two backslashes) while spacing commands are removed.
+const ROW_BREAK: &str = "\u{1}";
 static SIMPLE_RATIO: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(-?\d+)/(\d+)$").unwrap());
 
 /// The standard MATH normalisation of an answer string.
 pub fn normalize(answer: &str) -> String {
     let mut s = answer.replace('\n', "").replace("\\!", "");
-    s = s.replace("\\\\", "\\");
+    // A doubled backslash before a command is an escaping slip (`\\frac`); elsewhere it is
+    // a matrix row break and stays.
+    s = DOUBLED_COMMAND.replace_all(&s, r"$1\$2").into_owned();
+    // Row breaks are set aside so that the spacing rules below (`\ `) cannot split them.
+    s = s.replace("\\\\", ROW_BREAK);
+    s = s.replace("{,}", ",");
     for (from, to) in [
         ("tfrac", "frac"),
         ("dfrac", "frac"),
+        ("cfrac", "frac"),
+        ("bmatrix", "pmatrix"),
         ("\\left", ""),
         ("\\right", ""),
     ] {
@@ -87,15 +98,18 @@ pub fn normalize(answer: &str) -> String {
     if s.starts_with('.') {
         s.insert(0, '0');
     }
-    // "x = 5" / "k=5": a short variable name before a single `=` is dropped.
+    // "x = 5" / "k=5" / "x \in [-2,7]": a short variable name before a single `=` or
+    // `\in` is dropped.
     if let Some((lhs, rhs)) = s.split_once('=')
         && !rhs.contains('=')
         && lhs.trim().len() <= 2
     {
         s = rhs.to_string();
     }
+    s = MEMBER_OF.replace(&s, "").into_owned();
     s = SQRT_BARE.replace_all(&s, "\\sqrt{$1}").into_owned();
     s.retain(|c| !c.is_whitespace());
+    s = s.replace(ROW_BREAK, "\\\\");
     s = fix_fracs(&s);
     s = s.trim_end_matches('.').to_string();
     if s == "0.5" {
@@ -126,6 +140,15 @@ fn fix_fracs(s: &str) -> String {
                     }
                     None => break,
                 }
+            } else if let Some(command) = rest.strip_prefix('\\') {
+                // `\frac\pi4`: a whole command is the argument.
+                let end = 1 + command
+                    .find(|ch: char| !ch.is_ascii_alphabetic())
+                    .unwrap_or(command.len());
+                out.push('{');
+                out.push_str(&rest[..end]);
+                out.push('}');
+                rest = &rest[end..];
             } else if let Some(c) = rest.chars().next() {
                 out.push('{');
                 out.push(c);
@@ -161,53 +184,17 @@ fn equivalent(a: &str, b: &str) -> (bool, &'static str) {
     if a == b {
         return (true, "string");
     }
-    if let (Some((open_a, items_a, close_a)), Some((open_b, items_b, close_b))) =
-        (split_tuple(a), split_tuple(b))
-    {
-        let same_shape = open_a == open_b && close_a == close_b && items_a.len() == items_b.len();
-        let all = same_shape
-            && items_a
-                .iter()
-                .zip(&items_b)
-                .all(|(x, y)| x == y || numbers_equal(x, y).is_some_and(|(eq, _)| eq));
-        return (all, "elementwise");
-    }
-    numbers_equal(a, b).unwrap_or((false, "string"))
+    tree_equivalent(a, b).unwrap_or((false, "string"))
 }
 
-/// Numeric comparison: exact for two plain decimals, tolerant when either side had to be
-/// evaluated. None when either side is not a number.
-fn numbers_equal(a: &str, b: &str) -> Option<(bool, &'static str)> {
-    if let (Ok(x), Ok(y)) = (Decimal::from_str(a), Decimal::from_str(b)) {
-        return Some((x == y, "numeric-exact"));
-    }
-    let (x, y) = (evaluate(a)?, evaluate(b)?);
-    let scale = x.abs().max(y.abs());
-    let close = (x - y).abs() <= RELATIVE_TOLERANCE * scale;
-    Some((close, "numeric-tolerance"))
+/// Two answers (raw, as inside `\boxed{}`) compared as trees, without the shortcut of equal
+/// strings; None when either is outside the parser's grammar.
+pub fn same_answer(a: &str, b: &str) -> Option<(bool, &'static str)> {
+    tree_equivalent(&normalize(a), &normalize(b))
 }
 
-/// `(a,b)` / `[a,b)` / `\{a,b\}`-like: (opening bracket, items, closing bracket), split on
-/// top-level commas. None unless it has at least two items.
-fn split_tuple(s: &str) -> Option<(char, Vec<String>, char)> {
-    let open = s.chars().next().filter(|c| matches!(c, '(' | '['))?;
-    let close = s.chars().last().filter(|c| matches!(c, ')' | ']'))?;
-    let inner = &s[1..s.len() - 1];
-    let mut items = Vec::new();
-    let (mut depth, mut start) = (0i32, 0);
-    for (i, c) in inner.char_indices() {
-        match c {
-            '(' | '[' | '{' => depth += 1,
-            ')' | ']' | '}' => depth -= 1,
-            ',' if depth == 0 => {
-                items.push(inner[start..i].to_string());
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    items.push(inner[start..].to_string());
-    (items.len() >= 2).then_some((open, items, close))
+fn tree_equivalent(a: &str, b: &str) -> Option<(bool, &'static str)> {
+    Some(compare(&parse(a)?, &parse(b)?))
 }
 
 /// Grades a response against the gold answer (already extracted from its `\boxed{}`).
@@ -262,8 +249,19 @@ mod tests {
             ("10,000", "10000"),
             (r"\$18.90", "18.90"),
             (".5", r"\frac{1}{2}"),
+            (r"\frac \pi4", r"\frac{\pi}{4}"),
         ];
         for (input, expected) in cases {
+            assert_eq!(normalize(input), expected, "{input}");
+        }
+        for (input, expected) in [
+            (r"x \in (2,\infty)", r"(2,\infty)"),
+            (
+                r"\begin{pmatrix} 1 \\ \frac23 \end{pmatrix}",
+                r"\begin{pmatrix}1\\\frac{2}{3}\end{pmatrix}",
+            ),
+            (r"\\frac{1}{2}", r"\frac{1}{2}"),
+        ] {
             assert_eq!(normalize(input), expected, "{input}");
         }
         // Negative: a long left-hand side is not a variable name; tuples keep commas.
@@ -295,7 +293,7 @@ mod tests {
         assert!(!same("(1,2,3)", "(1,2)"));
         assert!(same("[2,5)", r"[2, 5)"));
         let v = grade(r"\boxed{(0.5, 3)}", "(1/2,3)");
-        assert_eq!(v.rule, "boxed/elementwise");
+        assert_eq!(v.rule, "boxed/tuple");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 pub mod choice;
 pub mod code;
 pub mod math;
-pub(crate) mod math_eval;
+mod math_equiv;
+mod math_parse;
 pub mod numeric;
 
 use serde::{Deserialize, Serialize};
