@@ -9,6 +9,9 @@
 //!   namespaces: the program is PID 1 of its namespace, so when it ends, or is killed on
 //!   timeout, every process it left behind (even a `setsid` daemon) dies with it, and it
 //!   sees only an unconfigured loopback device;
+//! - with those namespaces, a private mount namespace: the whole file system read-only except
+//!   its own directory, and its own empty tmpfs on `/tmp`, `/var/tmp` and `/dev/shm`, so
+//!   nothing it writes there outlives it or is seen by another program;
 //! - when the harness runs as root, the uid and gid of `nobody`, so it cannot write outside
 //!   its directory (the parent is root's, mode 0711), read other processes' environments or
 //!   signal the harness, and RLIMIT_NPROC, which root ignores, applies.
@@ -16,6 +19,7 @@
 //! The verdict comes from a result line that the runner writes, prefixed by a nonce the
 //! program cannot read (see `sandbox_runner.py`); exiting early is never a pass.
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
@@ -41,6 +45,10 @@ const PYTHON: &str = "python3";
 const SYSTEM_BIN_DIRS: [&str; 3] = ["/usr/bin", "/usr/local/bin", "/bin"];
 /// uid and gid the programs run as when the harness is root (`nobody` on Debian).
 const NOBODY: u32 = 65534;
+/// World-writable directories each program gets as its own empty tmpfs.
+const PRIVATE_DIRS: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
+/// The source name of those tmpfs mounts, by which the runner recognises them.
+const TMPFS_NAME: &str = "harness-sandbox";
 
 /// Limits of one sandboxed program.
 #[derive(Debug, Clone)]
@@ -93,6 +101,9 @@ pub struct Outcome {
     pub network: String,
     /// Whether leftover processes were contained by a PID namespace.
     pub pid_namespace: bool,
+    /// Whether the program had its own `/tmp`, `/var/tmp`, `/dev/shm` and a read-only file
+    /// system elsewhere: `private`, `shared`, or `unknown` when it never reported.
+    pub files: String,
     /// The first bytes of stdout and stderr.
     pub stdout: String,
     pub stderr: String,
@@ -201,6 +212,7 @@ impl Sandbox {
                 reason: format!("sandbox-error: {e}"),
                 network: "unknown".into(),
                 pid_namespace: false,
+                files: "unknown".into(),
                 stdout: String::new(),
                 stderr: String::new(),
                 wall: started.elapsed(),
@@ -238,12 +250,13 @@ impl Sandbox {
             .stdout(stdout.try_clone().map_err(io)?)
             .stderr(stderr.try_clone().map_err(io)?);
         let limits = self.limits();
+        let mounts = MountPlan::new(&dir, self.config.max_file_bytes)?;
         let as_root = self.as_root;
         // SAFETY: the closure runs in the forked child before exec and calls only
         // async-signal-safe functions (setsid, setrlimit, unshare, fork, waitpid, close,
         // setgroups/setgid/setuid, _exit); it allocates nothing.
         unsafe {
-            command.pre_exec(move || confine(&limits, as_root));
+            command.pre_exec(move || confine(&limits, &mounts, as_root));
         }
         let mut child = command.spawn().map_err(|e| {
             BenchError::Sandbox(format!(
@@ -269,14 +282,18 @@ impl Sandbox {
             reason: String::new(),
             network: "unknown".into(),
             pid_namespace: probe_pid_namespace(),
+            files: "unknown".into(),
             stdout: read_head(&mut stdout, limit),
             stderr: read_head(&mut stderr, limit),
             wall: Duration::ZERO,
         };
         match result.strip_prefix(&nonce).map(str::trim) {
             Some(report) => {
-                let (network, status) = report.split_once(' ').unwrap_or((report, ""));
+                let mut fields = report.splitn(3, ' ');
+                let (network, files) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+                let status = fields.next().unwrap_or("");
                 outcome.network = network.to_string();
+                outcome.files = files.to_string();
                 outcome.passed = status == "pass";
                 outcome.reason = status.to_string();
             }
@@ -306,8 +323,125 @@ struct Limits {
     open_files: u64,
 }
 
+/// What a program's mount namespace gets, prepared before fork: nothing may be allocated
+/// between fork and exec.
+struct MountPlan {
+    /// The job directory and its ancestors below `/`, outermost first.
+    job_path: Vec<CString>,
+    private_dirs: Vec<CString>,
+    tmpfs_name: CString,
+    tmpfs_options: CString,
+}
+
+impl MountPlan {
+    fn new(job_dir: &Path, size: u64) -> Result<Self> {
+        let c = |s: &str| {
+            CString::new(s).map_err(|_| BenchError::Sandbox(format!("a NUL in path {s:?}")))
+        };
+        let mut job_path: Vec<CString> = job_dir
+            .ancestors()
+            .filter(|p| p.parent().is_some())
+            .map(|p| c(&p.to_string_lossy()))
+            .collect::<Result<_>>()?;
+        job_path.reverse();
+        Ok(MountPlan {
+            job_path,
+            private_dirs: PRIVATE_DIRS
+                .iter()
+                .filter(|d| Path::new(d).is_dir())
+                .map(|d| c(d))
+                .collect::<Result<_>>()?,
+            tmpfs_name: c(TMPFS_NAME)?,
+            tmpfs_options: c(&format!("size={size},mode=1777"))?,
+        })
+    }
+}
+
+/// In the program's new mount namespace (made private first, so nothing reaches the host):
+/// everything read-only, a fresh tmpfs on each private directory, and the program's own
+/// directory bound, writable, at its usual path (recreated inside the new `/tmp`).
+fn private_file_system(plan: &MountPlan) -> nix::Result<()> {
+    let check = |rc: libc::c_int| nix::errno::Errno::result(rc).map(drop);
+    let none = std::ptr::null::<libc::c_char>();
+    let root = c"/".as_ptr();
+    // SAFETY: mount, mkdir, chdir and the mount_setattr syscall take NUL-terminated strings
+    // that live in `plan` (made before fork) or are static, and a struct on the stack.
+    unsafe {
+        check(libc::mount(
+            none,
+            root,
+            none,
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        let read_only = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let recursive = libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            root,
+            AT_RECURSIVE,
+            &read_only as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        );
+        if recursive != 0 {
+            // Before Linux 5.12: the root mount alone.
+            let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+            check(libc::mount(none, root, none, flags, std::ptr::null()))?;
+        }
+        for private in &plan.private_dirs {
+            check(libc::mount(
+                plan.tmpfs_name.as_ptr(),
+                private.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                plan.tmpfs_options.as_ptr().cast(),
+            ))?;
+        }
+        for dir in &plan.job_path {
+            libc::mkdir(dir.as_ptr(), 0o711); // exists already unless under a new tmpfs
+        }
+        // The working directory (set before this runs) is still the real job directory.
+        let Some(job) = plan.job_path.last() else {
+            return Ok(());
+        };
+        check(libc::mount(
+            c".".as_ptr(),
+            job.as_ptr(),
+            none,
+            libc::MS_BIND,
+            std::ptr::null(),
+        ))?;
+        let writable = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV;
+        check(libc::mount(
+            none,
+            job.as_ptr(),
+            none,
+            writable,
+            std::ptr::null(),
+        ))?;
+        check(libc::chdir(job.as_ptr()))?;
+    }
+    Ok(())
+}
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const AT_RECURSIVE: libc::c_int = 0x8000;
+
 /// Runs in the child between fork and exec (see the SAFETY note at the call).
-fn confine(limits: &Limits, as_root: bool) -> std::io::Result<()> {
+fn confine(limits: &Limits, mounts: &MountPlan, as_root: bool) -> std::io::Result<()> {
     setsid()?;
     // Kill this process if the harness thread that started it dies.
     // SAFETY: prctl with PR_SET_PDEATHSIG takes an integer argument only.
@@ -327,6 +461,8 @@ fn confine(limits: &Limits, as_root: bool) -> std::io::Result<()> {
         setrlimit(Resource::RLIMIT_NPROC, limits.processes, limits.processes)?;
     }
     if enter_namespaces(as_root).is_ok() {
+        // Best effort: the runner reports whether the file system is private.
+        let _ = private_file_system(mounts);
         // The caller stays outside the new PID namespace and its first child is PID 1 there.
         // PID 1 only relays: the kernel does not deliver default-action signals such as
         // SIGXCPU to a namespace's init, so the program itself runs as PID 2. When PID 1
@@ -394,10 +530,10 @@ fn relay(child: Pid) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Moves the calling process into new PID and network namespaces: directly as root, else
-/// through a new user namespace where unprivileged ones are allowed.
+/// Moves the calling process into new PID, network and mount namespaces: directly as root,
+/// else through a new user namespace where unprivileged ones are allowed.
 fn enter_namespaces(as_root: bool) -> nix::Result<()> {
-    let flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET;
+    let flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS;
     nix::sched::unshare(flags).or_else(|e| match as_root {
         true => Err(e),
         false => nix::sched::unshare(flags | CloneFlags::CLONE_NEWUSER),

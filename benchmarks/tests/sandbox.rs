@@ -3,6 +3,8 @@
 //! program passes, so these checks can tell a working sandbox from one that fails everything.
 
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -237,6 +239,9 @@ fn hostile_corpus_is_contained() {
         assert_eq!(o.network, "shared", "{o:?}");
     }
 
+    check_private_file_system(&sandbox);
+    check_always_equal_results(&sandbox);
+
     let o = run_hostile(
         &sandbox,
         "exit before the asserts",
@@ -266,6 +271,113 @@ fn hostile_corpus_is_contained() {
     };
     let o = sandbox.run(&redefined);
     assert!(!o.passed && o.reason.starts_with("fail assertion"), "{o:?}");
+}
+
+/// A program writes to /tmp, /var/tmp and /dev/shm, looks for a file the host put in /tmp,
+/// and writes into a world-writable directory elsewhere. With namespaces, it sees empty
+/// directories of its own, nothing it wrote is there afterwards, and the rest of the file
+/// system is read-only (EROFS, not a permission error).
+fn check_private_file_system(sandbox: &Sandbox) {
+    let tag = format!("harness-sandbox-test-{}", std::process::id());
+    let host_marker = Path::new("/tmp").join(format!("{tag}-host"));
+    std::fs::write(&host_marker, "host").unwrap();
+    let open_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&tag);
+    std::fs::create_dir_all(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let code = format!(
+        "import errno, os\n\
+         seen = os.listdir('/tmp')\n\
+         wrote = 0\n\
+         for d in ['/tmp', '/var/tmp', '/dev/shm']:\n    \
+             try:\n        \
+                 open(os.path.join(d, '{tag}'), 'w').write('x')\n        \
+                 wrote += 1\n    \
+             except OSError as e:\n        \
+                 print(d, e, flush=True)\n\
+         try:\n    \
+             open('{open_dir}/x', 'w').write('x')\n    \
+             elsewhere = 'writable'\n\
+         except OSError as e:\n    \
+             elsewhere = errno.errorcode[e.errno]\n\
+         print(seen, wrote, elsewhere, flush=True)\n\
+         def f(x):\n    \
+             return 2 if wrote == 3 and '{tag}-host' not in seen and elsewhere == 'EROFS' else 0\n",
+        open_dir = open_dir.display()
+    );
+    let o = run_contained(sandbox, "write to /tmp, /var/tmp, /dev/shm", &code);
+    let left: Vec<PathBuf> = ["/tmp", "/var/tmp", "/dev/shm"]
+        .iter()
+        .map(|d| Path::new(d).join(&tag))
+        .filter(|p| p.exists())
+        .collect();
+    for path in &left {
+        let _ = std::fs::remove_file(path);
+    }
+    let _ = std::fs::remove_file(&host_marker);
+    let _ = std::fs::remove_dir_all(&open_dir);
+    if o.pid_namespace {
+        assert_eq!(o.files, "private", "{o:?}");
+        assert!(
+            o.passed,
+            "the program saw or touched the host's files: {o:?}"
+        );
+        assert!(left.is_empty(), "files outlived the program: {left:?}");
+    } else {
+        assert_eq!(o.files, "shared", "{o:?}");
+    }
+}
+
+/// Results that compare equal to everything fail with a reason; a result of another type
+/// that Python's numeric tower makes equal (2.0 for 2, True for 1) still passes.
+fn check_always_equal_results(sandbox: &Sandbox) {
+    for (name, code) in [
+        (
+            "always-equal object",
+            "class E:\n    def __eq__(self, o):\n        return True\n    __hash__ = None\n\
+             def f(x):\n    return E()\n",
+        ),
+        (
+            "always-equal int subclass",
+            "class E(int):\n    def __eq__(self, o):\n        return True\n\
+             def f(x):\n    return E(0)\n",
+        ),
+        (
+            "always-equal list element",
+            "class E:\n    def __eq__(self, o):\n        return True\n\
+             def f(x):\n    return [E()]\n",
+        ),
+    ] {
+        let tests = "assert f(1) == 2\nassert [2] == [f(1)] or True\n";
+        let job = Job {
+            tests: if name.contains("list") {
+                "assert f(1) == [2]\n".into()
+            } else {
+                tests.into()
+            },
+            ..job(code)
+        };
+        let o = sandbox.run(&job);
+        assert!(!o.passed, "{name}: passed: {o:?}");
+        assert!(o.reason.starts_with("fail type-mismatch"), "{name}: {o:?}");
+    }
+    for (result, tests) in [
+        ("2.0", "assert f(1) == 2\n"),
+        ("True", "assert f(1) == 1\n"),
+        ("(1, [2.0, 'a'])", "assert f(1) == (1, [2, 'a'])\n"),
+        ("{'a': 1}", "assert f(1) == {'a': 1.0}\n"),
+        (
+            "__import__('collections').Counter('aab')",
+            "assert f(1) == {'a': 2, 'b': 1}\n",
+        ),
+        ("{1, 2}", "assert f(1) == {2, 1}\n"),
+    ] {
+        let job = Job {
+            tests: tests.into(),
+            ..job(&format!("def f(x):\n    return {result}\n"))
+        };
+        let o = sandbox.run(&job);
+        assert!(o.passed, "{result} for {tests}: {o:?}");
+    }
 }
 
 #[test]

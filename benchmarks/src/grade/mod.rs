@@ -111,7 +111,10 @@ impl<'a> Grader<'a> {
                 extracted: Some(job.code),
                 normalized: None,
                 rule: rule.to_string(),
-                detail: Some(format!("{} [network {}]", outcome.reason, outcome.network)),
+                detail: Some(format!(
+                    "{} [network {}, files {}]",
+                    outcome.reason, outcome.network, outcome.files
+                )),
             });
         }
         verdicts.into_iter().map(|v| v.expect("graded")).collect()
