@@ -1,6 +1,7 @@
 //! The OpenAI-compatible backend against a small fake server that injects faults: 500s,
 //! 429 with Retry-After, dropped connections, replies slower than the timeout, malformed
-//! JSON and fewer choices than asked. No sample may be lost or duplicated, and each must
+//! JSON, fewer choices than asked, and streams that fall silent mid-reply. Replies are
+//! streamed as server-sent events, as vLLM and llama-server stream them. No sample may be lost or duplicated, and each must
 //! carry the seed it was asked with. (The real-server tests use llama.cpp's llama-server.)
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -24,6 +25,8 @@ enum Fault {
     FewerChoices,
     /// A correct reply after 150 ms (inside the timeout): a busy server.
     Lag,
+    /// The first event of a streamed reply, then silence with the connection held open.
+    Stall,
 }
 
 struct FakeServer {
@@ -61,6 +64,44 @@ fn respond(stream: &mut TcpStream, status: &str, extra: &str, body: &str) {
     );
 }
 
+/// Server-sent events of `reply`: each choice's text in two pieces (as `text` for
+/// completions, `delta.content` for chat), the finish reason, the usage, `[DONE]`; after
+/// `events` events the stream stops and the connection is held for `hold`.
+fn stream_reply(stream: &mut TcpStream, body: &Value, choices: u64, events: usize, hold: Duration) {
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+    );
+    let seed = body["seed"].as_u64().unwrap();
+    let chat = body.get("messages").is_some();
+    let piece = |i: u64, text: &str, reason: Value| {
+        let choice = if chat {
+            json!({"index": i, "delta": {"content": text}, "finish_reason": reason})
+        } else {
+            json!({"index": i, "text": text, "finish_reason": reason})
+        };
+        json!({"choices": [choice]}).to_string()
+    };
+    let mut lines = Vec::new();
+    for i in 0..choices {
+        lines.push(piece(i, "seed=", Value::Null));
+        lines.push(piece(i, &(seed + i).to_string(), Value::Null));
+        lines.push(piece(i, "", json!("stop")));
+    }
+    let usage = json!({"prompt_tokens": 7, "completion_tokens": 3 * choices});
+    lines.push(json!({"choices": [], "usage": usage}).to_string());
+    lines.push("[DONE]".into());
+    for (k, line) in lines.iter().enumerate() {
+        if k == events {
+            let _ = stream.flush();
+            std::thread::sleep(hold);
+            return;
+        }
+        let _ = write!(stream, "data: {line}\n\n");
+        let _ = stream.flush();
+    }
+}
+
 /// A choice's text names the seed it was drawn with, so mix-ups are visible.
 fn reply(body: &Value, choices: u64) -> String {
     let seed = body["seed"].as_u64().unwrap();
@@ -96,8 +137,13 @@ fn start(script: Vec<Fault>, model: &str) -> FakeServer {
                 let k = calls.fetch_add(1, Ordering::SeqCst);
                 seen.lock().unwrap().push(body.clone());
                 let n = body["n"].as_u64().unwrap_or(1);
+                let all = usize::MAX;
                 match script.get(k).copied().unwrap_or(Fault::Ok) {
+                    Fault::Ok if body["stream"] == json!(true) => {
+                        stream_reply(&mut stream, &body, n, all, Duration::ZERO)
+                    }
                     Fault::Ok => respond(&mut stream, "200 OK", "", &reply(&body, n)),
+                    Fault::Stall => stream_reply(&mut stream, &body, n, 1, Duration::from_secs(30)),
                     Fault::Status500 => respond(
                         &mut stream,
                         "500 Internal Server Error",
@@ -198,6 +244,37 @@ fn every_fault_is_retried_and_no_sample_is_lost_or_duplicated() {
             first.get(field).is_some(),
             "{field} not sent explicitly: {first}"
         );
+    }
+}
+
+/// A server that stops sending in the middle of a streamed reply (connection open, no
+/// bytes): the request is retried after the idle timeout, not held until the request
+/// timeout, and every sample arrives once.
+#[test]
+fn a_silent_stream_is_retried_after_the_idle_timeout() {
+    use Fault::*;
+    let server = start(vec![Stall, Ok, Stall, Stall, Ok], "m");
+    let mut config = config(&server.url, false);
+    config.timeout = Duration::from_secs(30);
+    config.idle_timeout = Duration::from_millis(300);
+    let mut backend = OpenAi::new(config).unwrap();
+    let started = std::time::Instant::now();
+    let got = run(&mut backend).unwrap();
+    let elapsed = started.elapsed();
+    assert_complete(&got);
+    assert_eq!(
+        server.calls.load(Ordering::SeqCst),
+        20 + 3,
+        "three stalled calls retried"
+    );
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "stalled requests were held for {elapsed:?}, not the 0.3 s idle timeout"
+    );
+    // Every request asked for a stream with the usage in its last event.
+    for body in server.seen.lock().unwrap().iter() {
+        assert_eq!(body["stream"], json!(true));
+        assert_eq!(body["stream_options"]["include_usage"], json!(true));
     }
 }
 

@@ -315,6 +315,10 @@ pub struct OpenAiArgs {
     /// Limit per HTTP request, in seconds.
     #[arg(long, default_value_t = 600.0)]
     pub request_timeout: f64,
+    /// Retry a request whose server sends nothing for this many seconds (responses are
+    /// streamed, so a live request sends a token at a time; a hung one costs this long).
+    #[arg(long, default_value_t = 60.0)]
+    pub idle_timeout: f64,
     /// Retries per request on connection errors, 429 and 5xx.
     #[arg(long, default_value_t = 6)]
     pub retries: u32,

@@ -42,6 +42,7 @@ pub fn openai_config(openai: &OpenAiArgs, model: &str) -> Result<OpenAiConfig> {
     }
     config.concurrency = openai.concurrency;
     config.timeout = std::time::Duration::from_secs_f64(openai.request_timeout);
+    config.idle_timeout = std::time::Duration::from_secs_f64(openai.idle_timeout);
     config.max_retries = openai.retries;
     config.native_n = openai.native_n;
     Ok(config)

@@ -1,8 +1,9 @@
 //! Any OpenAI-compatible server (vLLM, llama.cpp's llama-server, ...): `/v1/completions` for
 //! raw prompts, `/v1/chat/completions` for chat, every sampling field sent explicitly,
 //! bounded concurrency spread over one or several base URLs by requests in flight, a timeout
-//! per request, and retries with exponential backoff and jitter on connection errors, 429
-//! (honouring Retry-After) and 5xx.
+//! per request, replies streamed (server-sent events) so that a request whose server falls
+//! silent for `idle_timeout` is retried, and retries with exponential backoff and jitter on
+//! connection errors, silence, 429 (honouring Retry-After) and 5xx.
 
 mod admin;
 mod wire;
@@ -33,6 +34,9 @@ pub struct OpenAiConfig {
     pub concurrency: usize,
     /// Limit for one HTTP request.
     pub timeout: Duration,
+    /// Limit on silence: a request whose server sends no byte for this long (a hung
+    /// connection) is abandoned and retried.
+    pub idle_timeout: Duration,
     /// Retries after the first attempt.
     pub max_retries: u32,
     /// First backoff; doubled per retry, with jitter, up to `max_backoff`.
@@ -52,6 +56,7 @@ impl OpenAiConfig {
             api_key: std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty()),
             concurrency: 16,
             timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(60),
             max_retries: 6,
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
@@ -215,9 +220,11 @@ impl OpenAi {
         if let Some(key) = &self.config.api_key {
             request = request.bearer_auth(key);
         }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => return (Err((describe(&e), true)), None),
+        let idle = self.config.idle_timeout;
+        let response = match tokio::time::timeout(idle, request.send()).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return (Err((describe(&e), true)), None),
+            Err(_) => return (Err((silence(idle, "waiting for the reply"), true)), None),
         };
         let status = response.status();
         let retry_after = response
@@ -226,9 +233,14 @@ impl OpenAi {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map(Duration::from_secs_f64);
-        let text = match response.text().await {
+        let streamed = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let text = match read_body(response, streamed, idle).await {
             Ok(text) => text,
-            Err(e) => return (Err((describe(&e), true)), retry_after),
+            Err(message) => return (Err((message, true)), retry_after),
         };
         if !status.is_success() {
             let retryable = status.as_u16() == 429 || status.is_server_error();
@@ -279,6 +291,40 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The body as JSON text, read chunk by chunk so that silence longer than `idle` fails the
+/// attempt; a streamed (server-sent events) body is assembled into the JSON of a plain one.
+async fn read_body(
+    response: reqwest::Response,
+    streamed: bool,
+    idle: Duration,
+) -> std::result::Result<String, String> {
+    let mut chunks = response.bytes_stream();
+    let mut plain = Vec::new();
+    let mut events = wire::StreamedReply::default();
+    loop {
+        let chunk = match tokio::time::timeout(idle, chunks.next()).await {
+            Err(_) => return Err(silence(idle, "in the middle of the reply")),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(describe(&e)),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        if streamed {
+            events.feed(&chunk)?;
+        } else {
+            plain.extend_from_slice(&chunk);
+        }
+    }
+    if streamed {
+        events.finish().map(|reply| reply.to_string())
+    } else {
+        Ok(String::from_utf8_lossy(&plain).into_owned())
+    }
+}
+
+fn silence(idle: Duration, when: &str) -> String {
+    format!("the server sent nothing for {idle:?} {when} (idle timeout)")
 }
 
 fn describe(error: &reqwest::Error) -> String {

@@ -21,7 +21,10 @@ pub(super) fn body(
         "temperature": s.temperature,
         "top_p": s.top_p,
         "max_tokens": s.max_tokens,
-        "stream": false,
+        // Streamed, so that a hung request shows as silence (see `idle_timeout`); the
+        // final chunk carries the usage.
+        "stream": true,
+        "stream_options": {"include_usage": true},
         // Extra fields that vLLM and llama-server accept; -1 / 0 disable them in both.
         "top_k": if s.top_k == 0 { -1 } else { s.top_k as i64 },
         "min_p": s.min_p,
@@ -41,6 +44,74 @@ pub(super) fn body(
             body["prompt"] = json!(text);
             (format!("{base}/completions"), body)
         }
+    }
+}
+
+/// Collects a streamed reply (server-sent events) into the JSON of a non-streamed one:
+/// each choice's text pieces (`text` for completions, `delta.content` for chat) joined,
+/// its finish reason, and the last usage seen.
+#[derive(Debug, Default)]
+pub(super) struct StreamedReply {
+    pending: Vec<u8>,
+    texts: std::collections::BTreeMap<u64, (String, Option<String>)>,
+    usage: Option<Value>,
+    done: bool,
+}
+
+impl StreamedReply {
+    /// Feeds bytes as they arrive; complete `data:` lines are parsed.
+    pub(super) fn feed(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.pending.extend_from_slice(bytes);
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let Some(data) = line.trim_end().strip_prefix("data:") else {
+                continue; // blank separators, comments, `event:` lines
+            };
+            let data = data.trim();
+            if data == "[DONE]" {
+                self.done = true;
+                continue;
+            }
+            let event: Value =
+                serde_json::from_str(data).map_err(|e| format!("malformed event: {e}"))?;
+            self.event(&event);
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, event: &Value) {
+        if let Some(usage) = event.get("usage").filter(|u| !u.is_null()) {
+            self.usage = Some(usage.clone());
+        }
+        for choice in event["choices"].as_array().into_iter().flatten() {
+            let index = choice["index"].as_u64().unwrap_or(0);
+            let entry = self.texts.entry(index).or_default();
+            let piece = choice["text"]
+                .as_str()
+                .or(choice["delta"]["content"].as_str());
+            entry.0.push_str(piece.unwrap_or_default());
+            if let Some(reason) = choice["finish_reason"].as_str() {
+                entry.1 = Some(reason.to_string());
+            }
+        }
+    }
+
+    /// The whole reply, once the stream said `[DONE]` or every choice has finished; an
+    /// error for a stream cut short.
+    pub(super) fn finish(self) -> Result<Value, String> {
+        let finished = !self.texts.is_empty() && self.texts.values().all(|(_, r)| r.is_some());
+        if !self.done && !finished {
+            return Err("the stream ended before the reply was complete".into());
+        }
+        let choices: Vec<Value> = self
+            .texts
+            .into_iter()
+            .map(|(index, (text, reason))| {
+                json!({"index": index, "text": text, "finish_reason": reason})
+            })
+            .collect();
+        Ok(json!({"choices": choices, "usage": self.usage}))
     }
 }
 
