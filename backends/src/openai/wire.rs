@@ -190,3 +190,38 @@ impl Reply {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StreamedReply;
+
+    #[test]
+    fn events_split_anywhere_are_joined_per_choice() {
+        let stream = "data: {\"choices\":[{\"index\":1,\"delta\":{\"content\":\"b\"},\"finish_reason\":null}]}\n\n\
+                      data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"a\"}}]}\n\n\
+                      : keep-alive comment\n\n\
+                      data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"},{\"index\":1,\"delta\":{\"content\":\"c\"},\"finish_reason\":\"stop\"}]}\r\n\r\n\
+                      data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n\
+                      data: [DONE]\n\n";
+        let mut reply = StreamedReply::default();
+        for piece in stream.as_bytes().chunks(7) {
+            reply.feed(piece).unwrap();
+        }
+        let json = reply.finish().unwrap();
+        assert_eq!(json["choices"][0]["text"], "a");
+        assert_eq!(json["choices"][0]["finish_reason"], "length");
+        assert_eq!(json["choices"][1]["text"], "bc");
+        assert_eq!(json["usage"]["completion_tokens"], 4);
+    }
+
+    #[test]
+    fn a_stream_cut_short_is_an_error() {
+        let mut reply = StreamedReply::default();
+        reply
+            .feed(b"data: {\"choices\":[{\"index\":0,\"text\":\"par\"}]}\n\ndata: {\"choi")
+            .unwrap();
+        assert!(reply.finish().is_err());
+        let mut garbled = StreamedReply::default();
+        assert!(garbled.feed(b"data: {not json}\n").is_err());
+    }
+}
