@@ -194,7 +194,7 @@ pub fn same_answer(a: &str, b: &str) -> Option<(bool, &'static str)> {
 }
 
 fn tree_equivalent(a: &str, b: &str) -> Option<(bool, &'static str)> {
-    Some(compare(&parse(a)?, &parse(b)?))
+    Some(compare(parse(a)?, parse(b)?))
 }
 
 /// Grades a response against the gold answer (already extracted from its `\boxed{}`).

@@ -26,9 +26,8 @@ const POINTS: usize = 8;
 const POINT_SEED: u64 = 0x4d41_5448;
 
 /// Whether two answers are equal, and the rule that decided.
-pub fn compare(a: &Answer, b: &Answer) -> (bool, &'static str) {
-    let (a, b) = (expand(a.clone()), expand(b.clone()));
-    compare_expanded(&a, &b)
+pub fn compare(a: Answer, b: Answer) -> (bool, &'static str) {
+    compare_expanded(&expand(a), &expand(b))
 }
 
 fn compare_expanded(a: &Answer, b: &Answer) -> (bool, &'static str) {
@@ -143,24 +142,23 @@ fn signs(e: &Expr) -> Vec<Expr> {
         }
         combos.into_iter().map(make).collect()
     };
-    let boxed = |x: &Expr| signs(x);
     match e {
         Expr::PlusMinus(x) => {
-            let mut out = boxed(x);
+            let mut out = signs(x);
             let negated: Vec<Expr> = out.iter().map(|v| Expr::Neg(Box::new(v.clone()))).collect();
             out.extend(negated);
             out
         }
-        Expr::Add(xs) => rebuild(xs.iter().map(boxed).collect(), &Expr::Add),
-        Expr::Mul(xs) => rebuild(xs.iter().map(boxed).collect(), &Expr::Mul),
-        Expr::Neg(x) => boxed(x)
+        Expr::Add(xs) => rebuild(xs.iter().map(signs).collect(), &Expr::Add),
+        Expr::Mul(xs) => rebuild(xs.iter().map(signs).collect(), &Expr::Mul),
+        Expr::Neg(x) => signs(x)
             .into_iter()
             .map(|v| Expr::Neg(Box::new(v)))
             .collect(),
-        Expr::Div(x, y) => rebuild(vec![boxed(x), boxed(y)], &|v| pair(v, Expr::Div)),
-        Expr::Pow(x, y) => rebuild(vec![boxed(x), boxed(y)], &|v| pair(v, Expr::Pow)),
-        Expr::Root(x, y) => rebuild(vec![boxed(x), boxed(y)], &|v| pair(v, Expr::Root)),
-        Expr::Func(f, x) => boxed(x)
+        Expr::Div(x, y) => rebuild(vec![signs(x), signs(y)], &|v| pair(v, Expr::Div)),
+        Expr::Pow(x, y) => rebuild(vec![signs(x), signs(y)], &|v| pair(v, Expr::Pow)),
+        Expr::Root(x, y) => rebuild(vec![signs(x), signs(y)], &|v| pair(v, Expr::Root)),
+        Expr::Func(f, x) => signs(x)
             .into_iter()
             .map(|v| Expr::Func(*f, Box::new(v)))
             .collect(),
@@ -268,7 +266,8 @@ fn expressions(x: &Expr, y: &Expr) -> (bool, &'static str) {
     if let (Some(sx), Some(sy)) = (infinity_sign(x), infinity_sign(y)) {
         return (sx == sy, "infinity");
     }
-    let tolerance = if has_decimal(x) || has_decimal(y) {
+    let decimal = has_decimal(x) || has_decimal(y);
+    let tolerance = if decimal {
         DECIMAL_TOLERANCE
     } else {
         EXACT_FORM_TOLERANCE
@@ -282,7 +281,7 @@ fn expressions(x: &Expr, y: &Expr) -> (bool, &'static str) {
             if ex == ey {
                 return (true, "numeric-exact");
             }
-            if is_literal(x) && is_literal(y) || tolerance == EXACT_FORM_TOLERANCE {
+            if !decimal || is_literal(x) && is_literal(y) {
                 return (false, "numeric-exact");
             }
             let close = match (ex.to_f64(), ey.to_f64()) {

@@ -184,26 +184,17 @@ fn command(tail: &str) -> Option<(Tok, usize)> {
         .find(|ch: char| !ch.is_ascii_alphabetic())
         .unwrap_or(tail.len());
     let word = &tail[..word_len];
-    let longest = |names: &mut dyn Iterator<Item = &'static str>| {
-        names
-            .filter(|name| word.starts_with(name))
-            .max_by_key(|name| name.len())
-    };
-    let func = FUNCS
+    let functions = FUNCS.iter().map(|(name, f)| (*name, Tok::Func(*f)));
+    let commands = COMMANDS.iter().map(|name| (*name, Tok::Cmd(name)));
+    let greek = GREEK
         .iter()
+        .map(|name| (*name, Tok::Named(name.to_string())));
+    functions
+        .chain(commands)
+        .chain(greek)
         .filter(|(name, _)| word.starts_with(name))
-        .max_by_key(|(name, _)| name.len());
-    let cmd = longest(&mut COMMANDS.iter().copied());
-    let greek = longest(&mut GREEK.iter().copied());
-    let best = [
-        func.map(|(name, f)| (name.len(), Tok::Func(*f))),
-        cmd.map(|name| (name.len(), Tok::Cmd(name))),
-        greek.map(|name| (name.len(), Tok::Named(name.to_string()))),
-    ]
-    .into_iter()
-    .flatten()
-    .max_by_key(|(len, _)| *len)?;
-    Some((best.1, best.0))
+        .max_by_key(|(name, _)| name.len())
+        .map(|(name, token)| (token, name.len()))
 }
 
 static BASED: LazyLock<Regex> =
@@ -259,21 +250,32 @@ impl Parser {
         hit
     }
 
+    /// `\pm` or `\mp`: either gives both signs.
+    fn eat_plus_minus(&mut self) -> bool {
+        self.eat(&Tok::Cmd("pm")) || self.eat(&Tok::Cmd("mp"))
+    }
+
     fn expect(&mut self, token: &Tok) -> Option<()> {
         self.eat(token).then_some(())
     }
 
     /// Items separated by top-level commas: one item, or an unordered list of solutions.
     fn answer(&mut self) -> Option<Answer> {
-        let mut items = vec![self.item()?];
-        while self.eat(&Tok::Op(',')) {
-            items.push(self.item()?);
-        }
+        let mut items = self.comma_items()?;
         Some(if items.len() == 1 {
             items.pop()?
         } else {
             Answer::Unordered(items)
         })
+    }
+
+    /// One or more items separated by commas.
+    fn comma_items(&mut self) -> Option<Vec<Answer>> {
+        let mut items = vec![self.item()?];
+        while self.eat(&Tok::Op(',')) {
+            items.push(self.item()?);
+        }
+        Some(items)
     }
 
     /// An equation, a union of intervals and sets, a container, or an expression.
@@ -313,10 +315,7 @@ impl Parser {
             Tok::Open(open @ ('(' | '[')) if self.is_container() => {
                 let left_closed = *open == '[';
                 self.pos += 1;
-                let mut items = vec![self.item()?];
-                while self.eat(&Tok::Op(',')) {
-                    items.push(self.item()?);
-                }
+                let items = self.comma_items()?;
                 let right_closed = match self.peek()? {
                     Tok::Close(')') => false,
                     Tok::Close(']') => true,
@@ -355,8 +354,13 @@ impl Parser {
                         let next = self.tokens.get(self.pos + offset + 1);
                         let ends = matches!(
                             next,
-                            None | Some(Tok::Op(',' | '=')) | Some(Tok::Cmd("cup"))
-                        ) || matches!(next, Some(Tok::Close(_) | Tok::SetClose));
+                            None | Some(
+                                Tok::Op(',' | '=')
+                                    | Tok::Cmd("cup")
+                                    | Tok::Close(_)
+                                    | Tok::SetClose
+                            )
+                        );
                         return comma && ends;
                     }
                 }
@@ -413,7 +417,7 @@ impl Parser {
                 terms.push(self.term()?);
             } else if self.eat(&Tok::Op('-')) {
                 terms.push(Expr::Neg(Box::new(self.term()?)));
-            } else if self.eat(&Tok::Cmd("pm")) || self.eat(&Tok::Cmd("mp")) {
+            } else if self.eat_plus_minus() {
                 terms.push(Expr::PlusMinus(Box::new(self.term()?)));
             } else {
                 break;
@@ -433,7 +437,7 @@ impl Parser {
         if self.eat(&Tok::Op('+')) {
             return self.unary();
         }
-        if self.eat(&Tok::Cmd("pm")) || self.eat(&Tok::Cmd("mp")) {
+        if self.eat_plus_minus() {
             return Some(Expr::PlusMinus(Box::new(self.unary()?)));
         }
         self.term()
@@ -483,7 +487,8 @@ impl Parser {
             return None;
         };
         let (n, d) = (integer(n)?, integer(d)?);
-        if !value.is_integer() || n >= d || d == BigInt::from(0) {
+        // A proper fraction (n < d, so d > 0).
+        if !value.is_integer() || n >= d {
             return None;
         }
         self.pos += 7;
@@ -530,17 +535,8 @@ impl Parser {
         self.atom()
     }
 
-    /// A braced group or a single atom (the arguments of `\frac`, `\sqrt`).
-    fn group(&mut self) -> Option<Expr> {
-        if self.eat(&Tok::Open('{')) {
-            let value = self.sum()?;
-            self.expect(&Tok::Close('}'))?;
-            Some(value)
-        } else {
-            self.atom()
-        }
-    }
-
+    /// A number, variable, command, or bracketed sum; also the argument of `\frac` and
+    /// `\sqrt` (`\frac{a}{b}`, `\frac12`).
     fn atom(&mut self) -> Option<Expr> {
         let token = self.peek()?.clone();
         self.pos += 1;
@@ -552,8 +548,8 @@ impl Parser {
             Tok::Cmd("pi") => Some(Expr::Pi),
             Tok::Cmd("infty") => Some(Expr::Infinity),
             Tok::Cmd("frac") => {
-                let numerator = self.group()?;
-                Some(Expr::Div(Box::new(numerator), Box::new(self.group()?)))
+                let numerator = self.atom()?;
+                Some(Expr::Div(Box::new(numerator), Box::new(self.atom()?)))
             }
             Tok::Cmd("sqrt") => {
                 let index = if self.eat(&Tok::Open('[')) {
@@ -563,7 +559,7 @@ impl Parser {
                 } else {
                     number(BigRational::from_integer(2.into()), false)
                 };
-                Some(Expr::Root(Box::new(index), Box::new(self.group()?)))
+                Some(Expr::Root(Box::new(index), Box::new(self.atom()?)))
             }
             Tok::Func(func) => self.function(func),
             Tok::Open(open @ ('(' | '{' | '[')) => {
@@ -601,7 +597,7 @@ impl Parser {
     /// factors that follow (`\sin 3x` is sin(3x)).
     fn function(&mut self, func: Func) -> Option<Expr> {
         let base = if func == Func::Log && self.eat(&Tok::Op('_')) {
-            Some(self.group()?)
+            Some(self.atom()?)
         } else {
             None
         };
