@@ -281,8 +281,21 @@ fn check_private_file_system(sandbox: &Sandbox) {
     let tag = format!("harness-sandbox-test-{}", std::process::id());
     let host_marker = Path::new("/tmp").join(format!("{tag}-host"));
     std::fs::write(&host_marker, "host").unwrap();
-    let open_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&tag);
-    std::fs::create_dir_all(&open_dir).unwrap();
+    // A world-writable directory on the read-only part: the build's scratch folder, unless
+    // the checkout itself lies under a directory the program gets a fresh tmpfs on (a clone
+    // in /tmp), where the program would not see it at all.
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let covered = ["/tmp", "/var/tmp", "/dev/shm"]
+        .iter()
+        .any(|d| scratch.starts_with(d));
+    let open_dir = if covered {
+        Path::new("/var/lib")
+    } else {
+        scratch
+    }
+    .join(&tag);
+    std::fs::create_dir_all(&open_dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", open_dir.display()));
     std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let code = format!(
         "import errno, os\n\
