@@ -188,3 +188,51 @@ fn stop_strings_and_max_tokens_end_generation() {
         full[0].text
     );
 }
+
+/// A prompt's cells reach a sequence three ways: decoded for it, copied from a sequence that
+/// is still generating, or left in the slot by a finished sample of the same prompt. Greedy
+/// output is the same for all three and alone. With two slots: Q and R are decoded; R ends
+/// after 8 tokens and the second Q copies Q's cells from the running first one into R's slot;
+/// the third Q takes the first Q's slot when it ends, its cells still there.
+#[test]
+fn greedy_is_the_same_whether_its_prompt_was_decoded_copied_or_kept() {
+    let _serial = serial();
+    let request = |question: &str, max_tokens: u32| Request {
+        prompt: gsm8k(question),
+        sampling: Sampling {
+            max_tokens,
+            ..Sampling::default()
+        },
+        seed: 0,
+        indices: vec![0],
+    };
+    let (q, r) = (LONG_QUESTIONS[0], LONG_QUESTIONS[1]);
+    let requests = [
+        request(q, 160),
+        request(r, 8),
+        request(q, 160),
+        request(q, 160),
+    ];
+    let mut two = engine(2);
+    let together = generate(&mut two, &requests);
+    let profile = two.last_profile().unwrap().clone();
+    assert_eq!(
+        (profile.prefills, profile.copies, profile.reuses),
+        (2, 1, 1),
+        "{profile:?}"
+    );
+    let decoded = together[0].prompt_tokens + together[1].prompt_tokens;
+    assert_eq!(profile.prompt_tokens, u64::from(decoded));
+    let mut single = engine(1);
+    let alone_q = generate(&mut single, &requests[..1]);
+    let alone_r = generate(&mut single, &requests[1..2]);
+    assert_eq!(together[1].text, alone_r[0].text);
+    for (i, c) in together.iter().enumerate().filter(|(i, _)| *i != 1) {
+        assert_eq!(c.text, alone_q[0].text, "request {i}");
+    }
+    assert!(
+        alone_q[0].completion_tokens.unwrap() > 100,
+        "{:?}",
+        alone_q[0]
+    );
+}

@@ -5,6 +5,7 @@ mod sampler;
 mod scheduler;
 mod tokens;
 
+pub use scheduler::DecodeProfile;
 pub use tokens::{Tokenizer, position_logits};
 
 use std::num::NonZeroU32;
@@ -118,6 +119,7 @@ pub struct LlamaCpp {
     config: LlamaCppConfig,
     model: LlamaModel,
     digest: String,
+    profile: Option<DecodeProfile>,
 }
 
 impl LlamaCpp {
@@ -128,7 +130,13 @@ impl LlamaCpp {
             config,
             model,
             digest,
+            profile: None,
         })
+    }
+
+    /// Where the work of the last `generate` call went.
+    pub fn last_profile(&self) -> Option<&DecodeProfile> {
+        self.profile.as_ref()
     }
 
     /// The settings in force.
@@ -141,16 +149,37 @@ impl LlamaCpp {
         tokens::prompt_tokens(&self.model, prompt)
     }
 
-    fn context_params(&self) -> LlamaContextParams {
-        let threads = self.config.threads.map_or_else(
+    /// The configuration of one `generate` call: each sequence gets the cells its longest
+    /// prompt plus `max_tokens` needs (rounded up to llama.cpp's 256-cell padding, at most
+    /// `context_per_sequence`). A short-answer workload then allocates and clears a fraction
+    /// of the cache, and copying a prompt into another sequence (a whole-stream copy in
+    /// llama.cpp) moves 256 cells instead of 2048. Output does not change: attention covers
+    /// the used cells rounded up to 256 either way.
+    fn sized_for(&self, requests: &[Request], prompts: &[Vec<LlamaToken>]) -> LlamaCppConfig {
+        let needed = requests
+            .iter()
+            .zip(prompts)
+            .map(|(r, p)| p.len() as u64 + u64::from(r.sampling.max_tokens) + 1)
+            .max()
+            .unwrap_or(0);
+        let padded = needed.div_ceil(256) * 256;
+        let cells = padded.clamp(256, u64::from(self.config.context_per_sequence)) as u32;
+        LlamaCppConfig {
+            context_per_sequence: cells,
+            ..self.config.clone()
+        }
+    }
+
+    fn context_params(config: &LlamaCppConfig) -> LlamaContextParams {
+        let threads = config.threads.map_or_else(
             || std::thread::available_parallelism().map_or(1, |n| n.get() as i32),
             |t| t as i32,
         );
-        let parallel = self.config.parallel.max(1);
+        let parallel = config.parallel.max(1);
         LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(parallel * self.config.context_per_sequence))
-            .with_n_batch(self.config.batch_size)
-            .with_n_ubatch(self.config.ubatch_size.min(self.config.batch_size))
+            .with_n_ctx(NonZeroU32::new(parallel * config.context_per_sequence))
+            .with_n_batch(config.batch_size)
+            .with_n_ubatch(config.ubatch_size.min(config.batch_size))
             .with_n_seq_max(parallel)
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
@@ -159,7 +188,7 @@ impl LlamaCpp {
             // what else is in the batch. (A unified cache interleaves sequences, and the
             // changed summation order flipped near-tied arg-maxes in our tests.)
             .with_kv_unified(false)
-            .with_flash_attention_policy(self.config.flash_attention.policy())
+            .with_flash_attention_policy(config.flash_attention.policy())
     }
 }
 
@@ -204,18 +233,21 @@ impl Backend for LlamaCpp {
             .iter()
             .map(|r| self.prompt_tokens(&r.prompt))
             .collect::<Result<Vec<_>>>()?;
+        let config = self.sized_for(requests, &prompts);
         let mut context = self
             .model
-            .new_context(llama_backend()?, self.context_params())
+            .new_context(llama_backend()?, Self::context_params(&config))
             .map_err(|e| BackendError::Engine(format!("context: {e}")))?;
-        scheduler::run(
+        let profile = scheduler::run(
             &self.model,
             &mut context,
-            &self.config,
+            &config,
             requests,
             &prompts,
             on_completion,
-        )
+        )?;
+        self.profile = Some(profile);
+        Ok(())
     }
 
     fn load_checkpoint(&mut self, checkpoint: &Path) -> Result<()> {

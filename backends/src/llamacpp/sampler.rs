@@ -4,10 +4,11 @@
 //!
 //! Why not llama.cpp's own sampler chain: it builds and sorts a 49k-entry candidate array
 //! per token for top-p, which cost more per decoding step here than the forward pass of
-//! eight sequences of the default model. Top-p here sorts only the tokens within e^20 of the
-//! best logit (every other token has probability below 2e-9 times the best one's) and falls
-//! back to the whole vocabulary in the rare case that they do not reach p, so the nucleus is
-//! exactly llama.cpp's.
+//! eight sequences of the default model. Top-p here looks only at the tokens within e^20 of the
+//! best logit (every other token has probability below 2e-9 times the best one's), sorts the
+//! best 64 of them, then 256, ... until their mass reaches p, and falls back to the whole
+//! vocabulary in the rare case that the window does not reach p, so the nucleus is exactly
+//! that of a full sort (llama.cpp's).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -76,33 +77,34 @@ fn argmax(logits: &[f32]) -> usize {
 fn filter(logits: &[f32], top_k: usize, top_p: f32, min_p: f32) -> Vec<(usize, f32)> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut candidates: Vec<(usize, f32)>;
-    if top_k > 0 && top_k < logits.len() {
+    let top_k_applies = top_k > 0 && top_k < logits.len();
+    if top_k_applies {
         candidates = logits.iter().copied().enumerate().collect();
-        candidates.select_nth_unstable_by(top_k - 1, |a, b| b.1.total_cmp(&a.1));
+        candidates.select_nth_unstable_by(top_k - 1, best_first);
         candidates.truncate(top_k);
+        candidates.sort_unstable_by(best_first);
     } else if top_p < 1.0 {
         candidates = window(logits, max);
     } else {
         candidates = logits.iter().copied().enumerate().collect();
+        candidates.sort_unstable_by(best_first);
     }
-    candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     if top_p < 1.0 {
         // Probabilities over what top-k left (all tokens without top-k).
-        let total: f64 = if top_k > 0 && top_k < logits.len() {
-            candidates
-                .iter()
-                .map(|(_, l)| f64::from(l - max).exp())
-                .sum()
-        } else {
-            logits.iter().map(|l| f64::from(l - max).exp()).sum()
+        let total: f64 = match top_k_applies {
+            true => candidates.iter().map(|(_, l)| weight(*l, max)).sum(),
+            false => logits.iter().map(|l| weight(*l, max)).sum(),
         };
-        let keep = nucleus(&candidates, max, total, top_p);
+        let keep = match top_k_applies {
+            true => nucleus(&candidates, max, total, top_p),
+            false => best_prefix(&mut candidates, max, total, top_p),
+        };
         match keep {
             Some(keep) => candidates.truncate(keep),
             None => {
                 // The window fell short of p: sort everything (exactness over speed).
                 candidates = logits.iter().copied().enumerate().collect();
-                candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                candidates.sort_unstable_by(best_first);
                 let keep = nucleus(&candidates, max, total, top_p).unwrap_or(candidates.len());
                 candidates.truncate(keep);
             }
@@ -120,6 +122,35 @@ fn filter(logits: &[f32], top_k: usize, top_p: f32, min_p: f32) -> Vec<(usize, f
     candidates
 }
 
+/// The order of the full sort: higher logit first, lower token id first on ties.
+fn best_first(a: &(usize, f32), b: &(usize, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+fn weight(logit: f32, max: f32) -> f64 {
+    f64::from(logit - max).exp()
+}
+
+/// Sorts the best candidates until their mass reaches p, without sorting the rest: the best
+/// 64 are selected and sorted, then 256, 1024, ... (a sampled token's window holds thousands
+/// of tokens, its nucleus usually a few). Returns the nucleus length, as [`nucleus`] on the
+/// fully sorted candidates would, or None when all of them fall short of p.
+fn best_prefix(candidates: &mut [(usize, f32)], max: f32, total: f64, top_p: f32) -> Option<usize> {
+    let mut k = 64;
+    loop {
+        if k >= candidates.len() {
+            candidates.sort_unstable_by(best_first);
+            return nucleus(candidates, max, total, top_p);
+        }
+        candidates.select_nth_unstable_by(k - 1, best_first);
+        candidates[..k].sort_unstable_by(best_first);
+        if let Some(keep) = nucleus(&candidates[..k], max, total, top_p) {
+            return Some(keep);
+        }
+        k *= 4;
+    }
+}
+
 /// Tokens within the window of the best logit.
 fn window(logits: &[f32], max: f32) -> Vec<(usize, f32)> {
     logits
@@ -135,7 +166,7 @@ fn window(logits: &[f32], max: f32) -> Vec<(usize, f32)> {
 fn nucleus(sorted: &[(usize, f32)], max: f32, total: f64, top_p: f32) -> Option<usize> {
     let mut mass = 0.0;
     for (i, (_, l)) in sorted.iter().enumerate() {
-        mass += f64::from(l - max).exp() / total;
+        mass += weight(*l, max) / total;
         if mass >= f64::from(top_p) {
             return Some(i + 1);
         }

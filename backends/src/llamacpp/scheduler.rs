@@ -1,14 +1,25 @@
-//! Continuous batching over llama.cpp sequences.
+//! Continuous batching over llama.cpp sequences, each in its own KV stream (a slot).
 //!
 //! Every step builds one `llama_batch` holding the next token of every running sequence plus
-//! a chunk of at most one waiting prompt. A prompt is decoded once (for every waiting request
-//! that has the same prompt), into the first of the
-//! sequences that sample from it, and its KV cells are then copied to the others
-//! (`llama_memory_seq_cp`); each sequence has its own seeded sampler (see `sampler`); a finished
-//! sequence frees its slot and its KV cells at once, and the next waiting sample takes the
-//! slot in the same step.
+//! chunks of the prompts being decoded. Each distinct prompt is decoded once: its KV cells stay
+//! in the slot that decoded it, and the logits of its last token are kept, so every other
+//! sample of that prompt (the samples of a request, the greedy request of the same problem,
+//! samples that get a slot only later) starts by copying those cells
+//! (`llama_memory_seq_cp`, a memory copy) and drawing its first token from the kept logits. A
+//! finished sequence leaves its prompt's cells in its slot: the next sample of the same prompt
+//! takes the slot after dropping the old response's cells, with no copy at all.
+//!
+//! Why it matters: on the loop's workload (about 110-token prompts, greedy + 8 samples, short
+//! answers) decoding a prompt costs as much as 40 decoding steps, and the old schedule, which
+//! decoded a prompt again for every group of samples that got slots at a different time,
+//! spent more tokens on prompts than on responses (see the README's profile).
+//!
+//! Batch invariance: a sequence's cells sit at the same cell indices whether it was decoded
+//! alone, copied from another stream or left in a reused slot (prompt at 0..L, response from
+//! L on), so attention sums in the same order and greedy output does not depend on the batch.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -20,6 +31,8 @@ use super::sampler::Sampler;
 use crate::error::{BackendError, Result};
 use crate::request::{Completion, FinishReason, Request};
 
+type OnCompletion<'f> = &'f mut dyn FnMut(Completion) -> Result<()>;
+
 /// A sequence that is generating.
 struct Running {
     request: usize,
@@ -30,50 +43,470 @@ struct Running {
     pos: i32,
     /// Token to feed in the next batch.
     next: LlamaToken,
-    /// Index of this sequence's logits in the last batch.
-    logits_at: i32,
+    /// Index of this sequence's logits in the batch just decoded.
+    logits_at: Option<i32>,
     bytes: Vec<u8>,
     generated: u32,
     limit: u32,
 }
 
-/// A prompt being decoded for a group of sequences.
-struct Prefill {
-    /// The request whose prompt tokens are decoded (all members' prompts are equal).
-    request: usize,
-    /// (slot, request, sample index) of the sequences that share the prompt: the samples
-    /// of one request and of any other waiting request with the same prompt (a problem's
-    /// greedy request and its sampled one).
-    members: Vec<(usize, usize, u32)>,
-    fed: usize,
+/// What a slot is doing.
+enum State {
+    Free,
+    /// Receives a prompt being decoded (or its copy when the decoding ends).
+    Prefill,
+    Running(Box<Running>),
 }
 
-/// Takes waiting samples into free slots: the front request's, then those of every waiting
-/// request with the same prompt tokens, so that the prompt is decoded once for all.
-fn admit(
-    waiting: &mut VecDeque<(usize, Vec<u32>)>,
-    free: &[usize],
+struct Slot {
+    state: State,
+    /// The prompt whose KV cells fill this slot's positions 0..len (with maybe an old or
+    /// growing response after them).
+    holds: Option<usize>,
+}
+
+/// A prompt being decoded for a group of samples.
+struct Prefill {
+    prompt: usize,
+    /// (slot, request, sample index); the prompt is decoded into the first member's slot.
+    members: Vec<(usize, usize, u32)>,
+    fed: usize,
+    /// Where the last prompt token's logits are in the batch just decoded.
+    logits_at: Option<i32>,
+}
+
+/// Where the work of one `generate` call went (also logged at its end: target
+/// `backends::llamacpp::scheduler`, level info).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DecodeProfile {
+    /// `llama_decode` calls.
+    pub steps: u64,
+    /// Prompt tokens decoded (each distinct prompt once, unless its cells were lost).
+    pub prompt_tokens: u64,
+    /// Generated tokens fed back.
+    pub generated_tokens: u64,
+    /// Sum over steps of the sequences generating (divide by `steps` for the mean).
+    pub running: u64,
+    /// Prompts decoded.
+    pub prefills: u64,
+    /// Prompts copied from one sequence's cells to another's.
+    pub copies: u64,
+    /// Samples that started in a slot already holding their prompt (no copy).
+    pub reuses: u64,
+    /// Seconds inside `llama_decode` (the forward passes and the KV copies).
+    pub decode_s: f64,
+    /// Seconds of the whole call.
+    pub total_s: f64,
+}
+
+pub(super) fn run<'m>(
+    model: &'m LlamaModel,
+    context: &mut LlamaContext<'m>,
+    config: &LlamaCppConfig,
+    requests: &[Request],
     prompts: &[Vec<LlamaToken>],
-) -> Option<Prefill> {
-    let (front, _) = waiting.front()?;
-    let front = *front;
-    let mut free = free.iter().copied();
-    let mut members = Vec::new();
-    for (request, indices) in waiting.iter_mut() {
-        if prompts[*request] != prompts[front] {
-            continue;
-        }
-        while !indices.is_empty() {
-            let Some(slot) = free.next() else { break };
-            members.push((slot, *request, indices.remove(0)));
+    on_completion: OnCompletion,
+) -> Result<DecodeProfile> {
+    let per_sequence = config.context_per_sequence as usize;
+    for (request, prompt) in prompts.iter().enumerate() {
+        if prompt.is_empty() || prompt.len() >= per_sequence {
+            return Err(BackendError::PromptTooLong {
+                request,
+                tokens: prompt.len(),
+                context: per_sequence,
+            });
         }
     }
-    waiting.retain(|(_, indices)| !indices.is_empty());
-    (!members.is_empty()).then_some(Prefill {
-        request: front,
-        members,
-        fed: 0,
-    })
+    let started = Instant::now();
+    let mut scheduler = Scheduler::new(model, context, config, requests, prompts);
+    let mut batch = LlamaBatch::new(scheduler.batch_size, scheduler.slots.len() as i32);
+    loop {
+        scheduler.admit(on_completion)?;
+        scheduler.fill(&mut batch)?;
+        if batch.n_tokens() == 0 {
+            break;
+        }
+        let t = Instant::now();
+        scheduler
+            .context
+            .decode(&mut batch)
+            .map_err(|e| BackendError::Engine(format!("decode: {e}")))?;
+        scheduler.profile.decode_s += t.elapsed().as_secs_f64();
+        scheduler.sample(on_completion)?;
+        scheduler.finish_prefill(on_completion)?;
+    }
+    scheduler.profile.total_s = started.elapsed().as_secs_f64();
+    scheduler.log_profile();
+    Ok(scheduler.profile)
+}
+
+struct Scheduler<'a, 'm> {
+    model: &'m LlamaModel,
+    context: &'a mut LlamaContext<'m>,
+    requests: &'a [Request],
+    prompts: &'a [Vec<LlamaToken>],
+    batch_size: usize,
+    per_sequence: usize,
+    /// Prompt id of each request (requests with equal prompt tokens share one).
+    prompt_of: Vec<usize>,
+    /// Token count of each prompt id.
+    prompt_lens: Vec<usize>,
+    /// Samples not yet started, per prompt id.
+    remaining: Vec<usize>,
+    /// (request, sample indices) not yet started, in request order.
+    waiting: VecDeque<(usize, VecDeque<u32>)>,
+    slots: Vec<Slot>,
+    /// The prompt being decoded: one at a time (see [`Scheduler::admit`]).
+    prefill: Option<Prefill>,
+    /// Logits of each decoded prompt's last token, kept while samples of it wait.
+    first_logits: HashMap<usize, Vec<f32>>,
+    profile: DecodeProfile,
+}
+
+impl<'a, 'm> Scheduler<'a, 'm> {
+    fn new(
+        model: &'m LlamaModel,
+        context: &'a mut LlamaContext<'m>,
+        config: &LlamaCppConfig,
+        requests: &'a [Request],
+        prompts: &'a [Vec<LlamaToken>],
+    ) -> Self {
+        let parallel = config.parallel.max(1) as usize;
+        let mut ids: HashMap<&[LlamaToken], usize> = HashMap::new();
+        let prompt_of: Vec<usize> = prompts
+            .iter()
+            .map(|p| {
+                let next = ids.len();
+                *ids.entry(p.as_slice()).or_insert(next)
+            })
+            .collect();
+        let mut prompt_lens = vec![0; ids.len()];
+        let mut remaining = vec![0; ids.len()];
+        for (request, &prompt) in prompt_of.iter().enumerate() {
+            prompt_lens[prompt] = prompts[request].len();
+        }
+        for (request, r) in requests.iter().enumerate() {
+            remaining[prompt_of[request]] += r.indices.len();
+        }
+        Scheduler {
+            model,
+            context,
+            requests,
+            prompts,
+            batch_size: config.batch_size.max(parallel as u32 + 1) as usize,
+            per_sequence: config.context_per_sequence as usize,
+            prompt_of,
+            prompt_lens,
+            remaining,
+            waiting: requests
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| !r.indices.is_empty())
+                .map(|(i, r)| (i, r.indices.iter().copied().collect()))
+                .collect(),
+            slots: (0..parallel)
+                .map(|_| Slot {
+                    state: State::Free,
+                    holds: None,
+                })
+                .collect(),
+            prefill: None,
+            first_logits: HashMap::new(),
+            profile: DecodeProfile::default(),
+        }
+    }
+
+    /// Starts waiting samples in free slots, in request order, serving every waiting sample
+    /// of the front prompt before the next prompt: at once from a decoded prompt, by joining
+    /// the prompt being decoded, or by starting to decode it.
+    ///
+    /// One prompt is decoded at a time, each step carrying at most one prompt's chunk beside
+    /// the running sequences' tokens: with several prompts in one batch (llama.cpp then
+    /// splits them into equal-length chunks per sequence) the greedy test
+    /// `greedy_is_the_same_alone_and_in_a_full_batch` failed, a response parting from the
+    /// same prompt's response decoded alone.
+    fn admit(&mut self, on_completion: OnCompletion) -> Result<()> {
+        while let Some(&(front, _)) = self.waiting.front() {
+            let prompt = self.prompt_of[front];
+            let decoding = self.prefill.as_ref().map(|p| p.prompt);
+            let ready = self.is_ready(prompt);
+            if decoding.is_some_and(|p| p != prompt) && !ready {
+                break;
+            }
+            let Some(slot) = self.free_slot(prompt) else {
+                break;
+            };
+            let (request, index) = self.take(prompt);
+            if let Some(p) = self.prefill.as_mut().filter(|p| p.prompt == prompt) {
+                self.slots[slot].state = State::Prefill;
+                p.members.push((slot, request, index));
+            } else if ready {
+                self.place(slot, prompt)?;
+                self.start(slot, request, index, on_completion)?;
+            } else {
+                if self.slots[slot].holds.take().is_some() {
+                    self.clear(slot)?;
+                }
+                self.slots[slot].state = State::Prefill;
+                self.profile.prefills += 1;
+                self.prefill = Some(Prefill {
+                    prompt,
+                    members: vec![(slot, request, index)],
+                    fed: 0,
+                    logits_at: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a prompt's cells sit complete in some slot and its first logits are kept.
+    fn is_ready(&self, prompt: usize) -> bool {
+        self.first_logits.contains_key(&prompt) && self.holder(prompt).is_some()
+    }
+
+    fn holder(&self, prompt: usize) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.holds == Some(prompt) && !matches!(s.state, State::Prefill))
+    }
+
+    /// A free slot for a sample of `prompt`: one that holds it, else an empty one, else one
+    /// whose prompt no sample waits for, else any.
+    fn free_slot(&self, prompt: usize) -> Option<usize> {
+        let free = || {
+            self.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| matches!(s.state, State::Free))
+        };
+        let rank = |holds: Option<usize>| match holds {
+            Some(p) if p == prompt => 0,
+            None => 1,
+            Some(p) if self.remaining[p] == 0 => 2,
+            Some(_) => 3,
+        };
+        free().min_by_key(|(_, s)| rank(s.holds)).map(|(i, _)| i)
+    }
+
+    /// The next waiting sample of `prompt`, in request order.
+    fn take(&mut self, prompt: usize) -> (usize, u32) {
+        let at = self
+            .waiting
+            .iter()
+            .position(|(r, _)| self.prompt_of[*r] == prompt)
+            .expect("a waiting sample of the prompt");
+        let (request, indices) = &mut self.waiting[at];
+        let request = *request;
+        let index = indices.pop_front().expect("waiting samples");
+        if indices.is_empty() {
+            self.waiting.remove(at);
+        }
+        self.remaining[prompt] -= 1;
+        (request, index)
+    }
+
+    /// Puts a decoded prompt's cells into `slot`: drops the old response if the slot holds
+    /// the prompt, else copies the holder's stream and drops what follows the prompt.
+    fn place(&mut self, slot: usize, prompt: usize) -> Result<()> {
+        let len = self.prompt_lens[prompt] as u32;
+        if self.slots[slot].holds == Some(prompt) {
+            self.profile.reuses += 1;
+        } else {
+            let source = self.holder(prompt).expect("a ready prompt has a holder");
+            self.copy(source, slot)?;
+        }
+        self.slots[slot].holds = Some(prompt);
+        self.context
+            .clear_kv_cache_seq(Some(slot as u32), Some(len), None)
+            .map_err(|e| BackendError::Engine(e.to_string()))?;
+        Ok(())
+    }
+
+    fn copy(&mut self, source: usize, slot: usize) -> Result<()> {
+        self.profile.copies += 1;
+        self.context
+            .copy_kv_cache_seq(source as i32, slot as i32, None, None)
+            .map_err(|e| BackendError::Engine(e.to_string()))
+    }
+
+    fn clear(&mut self, slot: usize) -> Result<()> {
+        self.context
+            .clear_kv_cache_seq(Some(slot as u32), None, None)
+            .map(|_| ())
+            .map_err(|e| BackendError::Engine(e.to_string()))
+    }
+
+    /// Starts a sample in a slot that holds its prompt: its first token is drawn from the
+    /// prompt's kept logits.
+    fn start(
+        &mut self,
+        slot: usize,
+        request: usize,
+        index: u32,
+        on_completion: OnCompletion,
+    ) -> Result<()> {
+        let r = &self.requests[request];
+        let prompt_len = self.prompts[request].len();
+        let seed = r.seed_of(index);
+        let mut running = Box::new(Running {
+            request,
+            index,
+            seed,
+            sampler: Sampler::new(&r.sampling, seed),
+            pos: prompt_len as i32,
+            next: LlamaToken(0),
+            logits_at: None,
+            bytes: Vec::new(),
+            generated: 0,
+            limit: r
+                .sampling
+                .max_tokens
+                .min((self.per_sequence - prompt_len) as u32),
+        });
+        let logits = &self.first_logits[&self.prompt_of[request]];
+        let token = LlamaToken(running.sampler.sample(logits) as i32);
+        self.slots[slot].state = State::Running(running);
+        self.advance(slot, token, on_completion)
+    }
+
+    /// Adds every running sequence's next token and the next chunk of the prompt being
+    /// decoded.
+    fn fill(&mut self, batch: &mut LlamaBatch) -> Result<()> {
+        let engine =
+            |e: llama_cpp_2::llama_batch::BatchAddError| BackendError::Engine(e.to_string());
+        batch.clear();
+        for (slot, s) in self.slots.iter_mut().enumerate() {
+            if let State::Running(r) = &mut s.state {
+                r.logits_at = Some(batch.n_tokens());
+                batch
+                    .add(r.next, r.pos, &[slot as i32], true)
+                    .map_err(engine)?;
+                r.pos += 1;
+                self.profile.generated_tokens += 1;
+                self.profile.running += 1;
+            }
+        }
+        if let Some(p) = &mut self.prefill {
+            let request = p.members[0].1;
+            let prompt = &self.prompts[request];
+            let room = self.batch_size - batch.n_tokens() as usize;
+            let end = (p.fed + room).min(prompt.len());
+            let seq = [p.members[0].0 as i32];
+            for (pos, token) in prompt.iter().enumerate().take(end).skip(p.fed) {
+                let last = pos + 1 == prompt.len();
+                if last {
+                    p.logits_at = Some(batch.n_tokens());
+                }
+                batch.add(*token, pos as i32, &seq, last).map_err(engine)?;
+            }
+            self.profile.prompt_tokens += (end - p.fed) as u64;
+            p.fed = end;
+        }
+        self.profile.steps += u64::from(batch.n_tokens() > 0);
+        Ok(())
+    }
+
+    /// Draws the next token of every sequence decoded in this step.
+    fn sample(&mut self, on_completion: OnCompletion) -> Result<()> {
+        for slot in 0..self.slots.len() {
+            let State::Running(r) = &mut self.slots[slot].state else {
+                continue;
+            };
+            let Some(at) = r.logits_at.take() else {
+                continue;
+            };
+            let token = LlamaToken(r.sampler.sample(self.context.get_logits_ith(at)) as i32);
+            self.advance(slot, token, on_completion)?;
+        }
+        Ok(())
+    }
+
+    /// A prompt whose last token was decoded in this step: its logits are kept, its cells
+    /// copied to the group's other slots, and the group's samples start.
+    fn finish_prefill(&mut self, on_completion: OnCompletion) -> Result<()> {
+        let finished = self.prefill.as_ref().and_then(|p| p.logits_at);
+        if let Some(at) = finished {
+            let p = self.prefill.take().expect("a prompt being decoded");
+            let logits = self.context.get_logits_ith(at).to_vec();
+            self.first_logits.insert(p.prompt, logits);
+            let source = p.members[0].0;
+            self.slots[source].holds = Some(p.prompt);
+            for &(slot, _, _) in &p.members[1..] {
+                self.copy(source, slot)?;
+                self.slots[slot].holds = Some(p.prompt);
+            }
+            for (slot, request, index) in p.members {
+                self.start(slot, request, index, on_completion)?;
+            }
+        }
+        let remaining = &self.remaining;
+        self.first_logits.retain(|prompt, _| remaining[*prompt] > 0);
+        Ok(())
+    }
+
+    /// Appends a drawn token to a running sequence, or ends it (end of generation, a stop
+    /// string, the token limit); an ended sequence frees its slot but leaves its cells.
+    fn advance(
+        &mut self,
+        slot: usize,
+        token: LlamaToken,
+        on_completion: OnCompletion,
+    ) -> Result<()> {
+        let State::Running(r) = &mut self.slots[slot].state else {
+            return Ok(());
+        };
+        let sampling = &self.requests[r.request].sampling;
+        let vocab = self.model.vocab();
+        let mut finish = None;
+        if vocab.is_eog(token) && !sampling.ignore_eos {
+            finish = Some(FinishReason::Stop);
+        } else {
+            r.bytes
+                .extend_from_slice(&vocab.token_to_piece(token, false, None));
+            r.generated += 1;
+            let text = String::from_utf8_lossy(&r.bytes);
+            if let Some(cut) = stop_at(&text, &sampling.stop) {
+                r.bytes = text[..cut].as_bytes().to_vec();
+                finish = Some(FinishReason::Stop);
+            } else if r.generated >= r.limit {
+                finish = Some(FinishReason::Length);
+            }
+        }
+        let Some(reason) = finish else {
+            r.next = token;
+            return Ok(());
+        };
+        let State::Running(done) = std::mem::replace(&mut self.slots[slot].state, State::Free)
+        else {
+            unreachable!("the slot was running")
+        };
+        on_completion(Completion {
+            request: done.request,
+            index: done.index,
+            seed: done.seed,
+            text: String::from_utf8_lossy(&done.bytes).into_owned(),
+            finish_reason: reason,
+            prompt_tokens: self.prompts[done.request].len() as u32,
+            completion_tokens: Some(done.generated),
+        })
+    }
+
+    fn log_profile(&self) {
+        let p = &self.profile;
+        tracing::info!(
+            steps = p.steps,
+            prompt_tokens = p.prompt_tokens,
+            generated_tokens = p.generated_tokens,
+            mean_running = p.running as f64 / p.steps.max(1) as f64,
+            prefills = p.prefills,
+            kv_copies = p.copies,
+            slot_reuses = p.reuses,
+            decode_s = p.decode_s,
+            other_s = p.total_s - p.decode_s,
+            "llamacpp profile"
+        );
+    }
 }
 
 /// Where the first stop string starts in `text`, if any.
@@ -83,159 +516,4 @@ fn stop_at(text: &str, stops: &[String]) -> Option<usize> {
         .filter(|s| !s.is_empty())
         .filter_map(|s| text.find(s.as_str()))
         .min()
-}
-
-pub(super) fn run(
-    model: &LlamaModel,
-    context: &mut LlamaContext,
-    config: &LlamaCppConfig,
-    requests: &[Request],
-    prompts: &[Vec<LlamaToken>],
-    on_completion: &mut dyn FnMut(Completion) -> Result<()>,
-) -> Result<()> {
-    let parallel = config.parallel.max(1) as usize;
-    let batch_size = config.batch_size.max(parallel as u32 + 1) as usize;
-    let per_sequence = config.context_per_sequence as usize;
-    for (request, prompt) in prompts.iter().enumerate() {
-        if prompt.len() >= per_sequence {
-            return Err(BackendError::PromptTooLong {
-                request,
-                tokens: prompt.len(),
-                context: per_sequence,
-            });
-        }
-    }
-    let vocab = model.vocab();
-    let mut waiting: VecDeque<(usize, Vec<u32>)> = requests
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| !r.indices.is_empty())
-        .map(|(i, r)| (i, r.indices.clone()))
-        .collect();
-    let mut slots: Vec<Option<Running>> = (0..parallel).map(|_| None).collect();
-    let mut reserved = vec![false; parallel];
-    let mut prefill: Option<Prefill> = None;
-    let mut batch = LlamaBatch::new(batch_size, parallel as i32);
-
-    loop {
-        // Admit waiting samples into free slots.
-        if prefill.is_none() {
-            let free: Vec<usize> = (0..parallel)
-                .filter(|&s| slots[s].is_none() && !reserved[s])
-                .collect();
-            prefill = admit(&mut waiting, &free, prompts);
-            for (slot, _, _) in prefill.iter().flat_map(|p| &p.members) {
-                reserved[*slot] = true;
-            }
-        }
-
-        batch.clear();
-        for (slot, running) in slots.iter_mut().enumerate() {
-            if let Some(r) = running {
-                r.logits_at = batch.n_tokens();
-                batch
-                    .add(r.next, r.pos, &[slot as i32], true)
-                    .map_err(|e| BackendError::Engine(e.to_string()))?;
-                r.pos += 1;
-            }
-        }
-        let mut prefill_logits = None;
-        if let Some(p) = &mut prefill {
-            let prompt = &prompts[p.request];
-            let room = batch_size - batch.n_tokens() as usize;
-            let end = (p.fed + room).min(prompt.len());
-            let seqs = [p.members[0].0 as i32];
-            for (pos, token) in prompt.iter().enumerate().take(end).skip(p.fed) {
-                let last = pos + 1 == prompt.len();
-                if last {
-                    prefill_logits = Some(batch.n_tokens());
-                }
-                batch
-                    .add(*token, pos as i32, &seqs, last)
-                    .map_err(|e| BackendError::Engine(e.to_string()))?;
-            }
-            p.fed = end;
-        }
-        if batch.n_tokens() == 0 {
-            break;
-        }
-        context
-            .decode(&mut batch)
-            .map_err(|e| BackendError::Engine(format!("decode: {e}")))?;
-
-        // A fully decoded prompt: its sequences draw their first tokens from its logits.
-        if let Some(at) = prefill_logits
-            && let Some(p) = prefill.take()
-        {
-            let prompt_len = prompts[p.request].len();
-            let source = p.members[0].0 as i32;
-            for &(slot, _, _) in &p.members[1..] {
-                context
-                    .copy_kv_cache_seq(source, slot as i32, None, None)
-                    .map_err(|e| BackendError::Engine(e.to_string()))?;
-            }
-            for (slot, request_index, index) in p.members {
-                reserved[slot] = false;
-                let request = &requests[request_index];
-                let seed = request.seed_of(index);
-                let limit = request
-                    .sampling
-                    .max_tokens
-                    .min((per_sequence - prompt_len) as u32);
-                slots[slot] = Some(Running {
-                    request: request_index,
-                    index,
-                    seed,
-                    sampler: Sampler::new(&request.sampling, seed),
-                    pos: prompt_len as i32,
-                    next: LlamaToken(0),
-                    logits_at: at,
-                    bytes: Vec::new(),
-                    generated: 0,
-                    limit,
-                });
-            }
-        }
-
-        for (slot, running) in slots.iter_mut().enumerate() {
-            let Some(r) = running else { continue };
-            let token = LlamaToken(r.sampler.sample(context.get_logits_ith(r.logits_at)) as i32);
-            let request = &requests[r.request];
-            let mut finish = None;
-            if vocab.is_eog(token) && !request.sampling.ignore_eos {
-                finish = Some(FinishReason::Stop);
-            } else {
-                r.bytes
-                    .extend_from_slice(&vocab.token_to_piece(token, false, None));
-                r.generated += 1;
-                let text = String::from_utf8_lossy(&r.bytes);
-                if let Some(cut) = stop_at(&text, &request.sampling.stop) {
-                    let kept = text[..cut].to_string();
-                    r.bytes = kept.into_bytes();
-                    finish = Some(FinishReason::Stop);
-                } else if r.generated >= r.limit {
-                    finish = Some(FinishReason::Length);
-                }
-            }
-            match finish {
-                None => r.next = token,
-                Some(reason) => {
-                    let done = running.take().expect("running slot");
-                    context
-                        .clear_kv_cache_seq(Some(slot as u32), None, None)
-                        .map_err(|e| BackendError::Engine(e.to_string()))?;
-                    on_completion(Completion {
-                        request: done.request,
-                        index: done.index,
-                        seed: done.seed,
-                        text: String::from_utf8_lossy(&done.bytes).into_owned(),
-                        finish_reason: reason,
-                        prompt_tokens: prompts[done.request].len() as u32,
-                        completion_tokens: Some(done.generated),
-                    })?;
-                }
-            }
-        }
-    }
-    Ok(())
 }
