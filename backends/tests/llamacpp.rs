@@ -190,10 +190,12 @@ fn stop_strings_and_max_tokens_end_generation() {
 }
 
 /// A prompt's cells reach a sequence three ways: decoded for it, copied from a sequence that
-/// is still generating, or left in the slot by a finished sample of the same prompt. Greedy
-/// output is the same for all three and alone. With two slots: Q and R are decoded; R ends
-/// after 8 tokens and the second Q copies Q's cells from the running first one into R's slot;
-/// the third Q takes the first Q's slot when it ends, its cells still there.
+/// is still generating, or left in the slot by a finished sample of the same prompt; and a
+/// decoded prompt may start from another prompt's cells (their shared prefix). Greedy output
+/// is the same for all and alone. With two slots: Q is decoded; R copies the prefix it shares
+/// with Q from Q's slot and decodes the rest; R ends after 8 tokens and the second Q copies
+/// Q's cells from the running first one into R's slot; the third Q takes the first Q's slot
+/// when it ends, its cells still there.
 #[test]
 fn greedy_is_the_same_whether_its_prompt_was_decoded_copied_or_kept() {
     let _serial = serial();
@@ -216,13 +218,17 @@ fn greedy_is_the_same_whether_its_prompt_was_decoded_copied_or_kept() {
     let mut two = engine(2);
     let together = generate(&mut two, &requests);
     let profile = two.last_profile().unwrap().clone();
+    // R's prompt shares the system prompt and the template's opening with Q's: those cells
+    // are copied from Q's slot too (two copies), and only the rest of R is decoded.
     assert_eq!(
         (profile.prefills, profile.copies, profile.reuses),
-        (2, 1, 1),
+        (2, 2, 1),
         "{profile:?}"
     );
+    assert!(profile.shared_prefix_tokens >= 20, "{profile:?}");
     let decoded = together[0].prompt_tokens + together[1].prompt_tokens;
-    assert_eq!(profile.prompt_tokens, u64::from(decoded));
+    let shared = profile.shared_prefix_tokens;
+    assert_eq!(profile.prompt_tokens + shared, u64::from(decoded));
     let mut single = engine(1);
     let alone_q = generate(&mut single, &requests[..1]);
     let alone_r = generate(&mut single, &requests[1..2]);

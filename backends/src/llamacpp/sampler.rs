@@ -15,8 +15,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::request::Sampling;
 
-/// Logit distance below the best token past which tokens are not sorted for top-p.
-const NUCLEUS_WINDOW: f32 = 20.0;
+/// Logit distances below the best token within which top-p looks for the nucleus first.
+const WINDOWS: [f32; 3] = [5.0, 10.0, 20.0];
 
 /// One sequence's sampler.
 pub(super) enum Sampler {
@@ -77,38 +77,22 @@ fn argmax(logits: &[f32]) -> usize {
 fn filter(logits: &[f32], top_k: usize, top_p: f32, min_p: f32) -> Vec<(usize, f32)> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut candidates: Vec<(usize, f32)>;
-    let top_k_applies = top_k > 0 && top_k < logits.len();
-    if top_k_applies {
+    if top_k > 0 && top_k < logits.len() {
         candidates = logits.iter().copied().enumerate().collect();
         candidates.select_nth_unstable_by(top_k - 1, best_first);
         candidates.truncate(top_k);
         candidates.sort_unstable_by(best_first);
+        if top_p < 1.0 {
+            // Probabilities over what top-k left.
+            let total = candidates.iter().map(|(_, l)| weight(*l, max)).sum();
+            let keep = nucleus(&candidates, max, total, top_p).unwrap_or(candidates.len());
+            candidates.truncate(keep);
+        }
     } else if top_p < 1.0 {
-        candidates = window(logits, max);
+        candidates = top_p_nucleus(logits, max, top_p);
     } else {
         candidates = logits.iter().copied().enumerate().collect();
         candidates.sort_unstable_by(best_first);
-    }
-    if top_p < 1.0 {
-        // Probabilities over what top-k left (all tokens without top-k).
-        let total: f64 = match top_k_applies {
-            true => candidates.iter().map(|(_, l)| weight(*l, max)).sum(),
-            false => logits.iter().map(|l| weight(*l, max)).sum(),
-        };
-        let keep = match top_k_applies {
-            true => nucleus(&candidates, max, total, top_p),
-            false => best_prefix(&mut candidates, max, total, top_p),
-        };
-        match keep {
-            Some(keep) => candidates.truncate(keep),
-            None => {
-                // The window fell short of p: sort everything (exactness over speed).
-                candidates = logits.iter().copied().enumerate().collect();
-                candidates.sort_unstable_by(best_first);
-                let keep = nucleus(&candidates, max, total, top_p).unwrap_or(candidates.len());
-                candidates.truncate(keep);
-            }
-        }
     }
     if min_p > 0.0 {
         let floor = max + min_p.ln();
@@ -122,19 +106,39 @@ fn filter(logits: &[f32], top_k: usize, top_p: f32, min_p: f32) -> Vec<(usize, f
     candidates
 }
 
+/// The top-p nucleus over the whole vocabulary, best first. The tokens within 5 of the best
+/// logit come first in the full sort, so if their mass reaches p the nucleus lies among them
+/// (usually a few tokens); else within 10, then 20, then everything.
+fn top_p_nucleus(logits: &[f32], max: f32, top_p: f32) -> Vec<(usize, f32)> {
+    let total: f64 = logits.iter().map(|l| weight(*l, max)).sum();
+    for width in WINDOWS {
+        let mut candidates = window(logits, max - width);
+        if let Some(keep) = best_prefix(&mut candidates, max, total, top_p) {
+            candidates.truncate(keep);
+            return candidates;
+        }
+    }
+    // The windows fell short of p: sort everything (exactness over speed).
+    let mut candidates: Vec<(usize, f32)> = logits.iter().copied().enumerate().collect();
+    candidates.sort_unstable_by(best_first);
+    let keep = nucleus(&candidates, max, total, top_p).unwrap_or(candidates.len());
+    candidates.truncate(keep);
+    candidates
+}
+
 /// The order of the full sort: higher logit first, lower token id first on ties.
 fn best_first(a: &(usize, f32), b: &(usize, f32)) -> std::cmp::Ordering {
     b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
+/// A token's unnormalised probability: exp in f32 (as llama.cpp's softmax), summed in f64.
 fn weight(logit: f32, max: f32) -> f64 {
-    f64::from(logit - max).exp()
+    f64::from((logit - max).exp())
 }
 
 /// Sorts the best candidates until their mass reaches p, without sorting the rest: the best
-/// 64 are selected and sorted, then 256, 1024, ... (a sampled token's window holds thousands
-/// of tokens, its nucleus usually a few). Returns the nucleus length, as [`nucleus`] on the
-/// fully sorted candidates would, or None when all of them fall short of p.
+/// 64 are selected and sorted, then 256, 1024, ... Returns the nucleus length, as
+/// [`nucleus`] on the fully sorted candidates would, or None when all of them fall short of p.
 fn best_prefix(candidates: &mut [(usize, f32)], max: f32, total: f64, top_p: f32) -> Option<usize> {
     let mut k = 64;
     loop {
@@ -151,13 +155,13 @@ fn best_prefix(candidates: &mut [(usize, f32)], max: f32, total: f64, top_p: f32
     }
 }
 
-/// Tokens within the window of the best logit.
-fn window(logits: &[f32], max: f32) -> Vec<(usize, f32)> {
+/// Tokens whose logit is at least `floor`.
+fn window(logits: &[f32], floor: f32) -> Vec<(usize, f32)> {
     logits
         .iter()
         .copied()
         .enumerate()
-        .filter(|(_, l)| *l >= max - NUCLEUS_WINDOW)
+        .filter(|(_, l)| *l >= floor)
         .collect()
 }
 
@@ -202,12 +206,12 @@ mod tests {
         let mut all: Vec<(usize, f32)> = logits.iter().copied().enumerate().collect();
         all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let max = all[0].1;
-        let total: f64 = all.iter().map(|(_, l)| f64::from(l - max).exp()).sum();
+        let total: f64 = all.iter().map(|(_, l)| f64::from((l - max).exp())).sum();
         let mut mass = 0.0;
         let mut out = Vec::new();
         for (t, l) in all {
             out.push(t);
-            mass += f64::from(l - max).exp() / total;
+            mass += f64::from((l - max).exp()) / total;
             if mass >= f64::from(top_p) {
                 break;
             }

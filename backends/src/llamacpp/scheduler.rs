@@ -93,6 +93,8 @@ pub struct DecodeProfile {
     pub copies: u64,
     /// Samples that started in a slot already holding their prompt (no copy).
     pub reuses: u64,
+    /// Prompt tokens not decoded because another prompt's cells held them (a shared prefix).
+    pub shared_prefix_tokens: u64,
     /// Seconds inside `llama_decode` (the forward passes and the KV copies).
     pub decode_s: f64,
     /// Seconds of the whole call.
@@ -122,18 +124,20 @@ pub(super) fn run<'m>(
     let mut batch = LlamaBatch::new(scheduler.batch_size, scheduler.slots.len() as i32);
     loop {
         scheduler.admit(on_completion)?;
-        scheduler.fill(&mut batch)?;
-        if batch.n_tokens() == 0 {
+        let mut decoded = false;
+        if scheduler.fill_running(&mut batch)? {
+            scheduler.decode(&mut batch)?;
+            scheduler.sample(on_completion)?;
+            decoded = true;
+        }
+        if scheduler.fill_prompt(&mut batch)? {
+            scheduler.decode(&mut batch)?;
+            scheduler.finish_prefill(on_completion)?;
+            decoded = true;
+        }
+        if !decoded {
             break;
         }
-        let t = Instant::now();
-        scheduler
-            .context
-            .decode(&mut batch)
-            .map_err(|e| BackendError::Engine(format!("decode: {e}")))?;
-        scheduler.profile.decode_s += t.elapsed().as_secs_f64();
-        scheduler.sample(on_completion)?;
-        scheduler.finish_prefill(on_completion)?;
     }
     scheduler.profile.total_s = started.elapsed().as_secs_f64();
     scheduler.log_profile();
@@ -149,8 +153,8 @@ struct Scheduler<'a, 'm> {
     per_sequence: usize,
     /// Prompt id of each request (requests with equal prompt tokens share one).
     prompt_of: Vec<usize>,
-    /// Token count of each prompt id.
-    prompt_lens: Vec<usize>,
+    /// A request of each prompt id.
+    request_of: Vec<usize>,
     /// Samples not yet started, per prompt id.
     remaining: Vec<usize>,
     /// (request, sample indices) not yet started, in request order.
@@ -180,10 +184,10 @@ impl<'a, 'm> Scheduler<'a, 'm> {
                 *ids.entry(p.as_slice()).or_insert(next)
             })
             .collect();
-        let mut prompt_lens = vec![0; ids.len()];
+        let mut request_of = vec![0; ids.len()];
         let mut remaining = vec![0; ids.len()];
         for (request, &prompt) in prompt_of.iter().enumerate() {
-            prompt_lens[prompt] = prompts[request].len();
+            request_of[prompt] = request;
         }
         for (request, r) in requests.iter().enumerate() {
             remaining[prompt_of[request]] += r.indices.len();
@@ -196,7 +200,7 @@ impl<'a, 'm> Scheduler<'a, 'm> {
             batch_size: config.batch_size.max(parallel as u32 + 1) as usize,
             per_sequence: config.context_per_sequence as usize,
             prompt_of,
-            prompt_lens,
+            request_of,
             remaining,
             waiting: requests
                 .iter()
@@ -244,20 +248,61 @@ impl<'a, 'm> Scheduler<'a, 'm> {
                 self.place(slot, prompt)?;
                 self.start(slot, request, index, on_completion)?;
             } else {
-                if self.slots[slot].holds.take().is_some() {
-                    self.clear(slot)?;
-                }
-                self.slots[slot].state = State::Prefill;
-                self.profile.prefills += 1;
-                self.prefill = Some(Prefill {
-                    prompt,
-                    members: vec![(slot, request, index)],
-                    fed: 0,
-                    logits_at: None,
-                });
+                self.start_prefill(slot, prompt, (request, index))?;
             }
         }
         Ok(())
+    }
+
+    /// Starts decoding a prompt into `slot`. The longest prefix of it that some slot's cells
+    /// hold (another prompt's: the system prompt and the chat template's opening are shared
+    /// by every problem of a task) is copied rather than decoded; the first token after it is
+    /// decoded at the position and cell it takes when the prompt is decoded whole, so the
+    /// cells are laid out as when the prompt runs alone.
+    fn start_prefill(&mut self, slot: usize, prompt: usize, sample: (usize, u32)) -> Result<()> {
+        let tokens = &self.prompts[sample.0];
+        let source = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !matches!(s.state, State::Prefill))
+            .filter_map(|(i, s)| Some((i, shared_prefix(tokens, self.tokens_of(s.holds?)))))
+            .max_by_key(|&(i, shared)| (shared, i == slot));
+        // The last prompt token is always decoded: its logits give the first response token.
+        let shared = source.map_or(0, |(_, n)| n.min(tokens.len() - 1));
+        match source {
+            Some((source, _)) if shared >= MIN_SHARED_PREFIX => {
+                if source != slot {
+                    self.copy(source, slot)?;
+                }
+                self.context
+                    .clear_kv_cache_seq(Some(slot as u32), Some(shared as u32), None)
+                    .map_err(|e| BackendError::Engine(e.to_string()))?;
+                self.profile.shared_prefix_tokens += shared as u64;
+            }
+            _ if self.slots[slot].holds.is_some() => self.clear(slot)?,
+            _ => {}
+        }
+        let fed = if shared >= MIN_SHARED_PREFIX {
+            shared
+        } else {
+            0
+        };
+        self.slots[slot].holds = None;
+        self.slots[slot].state = State::Prefill;
+        self.profile.prefills += 1;
+        self.prefill = Some(Prefill {
+            prompt,
+            members: vec![(slot, sample.0, sample.1)],
+            fed,
+            logits_at: None,
+        });
+        Ok(())
+    }
+
+    /// A prompt id's tokens.
+    fn tokens_of(&self, prompt: usize) -> &'a [LlamaToken] {
+        &self.prompts[self.request_of[prompt]]
     }
 
     /// Whether a prompt's cells sit complete in some slot and its first logits are kept.
@@ -309,7 +354,7 @@ impl<'a, 'm> Scheduler<'a, 'm> {
     /// Puts a decoded prompt's cells into `slot`: drops the old response if the slot holds
     /// the prompt, else copies the holder's stream and drops what follows the prompt.
     fn place(&mut self, slot: usize, prompt: usize) -> Result<()> {
-        let len = self.prompt_lens[prompt] as u32;
+        let len = self.tokens_of(prompt).len() as u32;
         if self.slots[slot].holds == Some(prompt) {
             self.profile.reuses += 1;
         } else {
@@ -370,40 +415,61 @@ impl<'a, 'm> Scheduler<'a, 'm> {
         self.advance(slot, token, on_completion)
     }
 
-    /// Adds every running sequence's next token and the next chunk of the prompt being
-    /// decoded.
-    fn fill(&mut self, batch: &mut LlamaBatch) -> Result<()> {
-        let engine =
-            |e: llama_cpp_2::llama_batch::BatchAddError| BackendError::Engine(e.to_string());
+    /// Puts every running sequence's next token into the batch; false if none runs.
+    fn fill_running(&mut self, batch: &mut LlamaBatch) -> Result<bool> {
         batch.clear();
         for (slot, s) in self.slots.iter_mut().enumerate() {
             if let State::Running(r) = &mut s.state {
                 r.logits_at = Some(batch.n_tokens());
                 batch
                     .add(r.next, r.pos, &[slot as i32], true)
-                    .map_err(engine)?;
+                    .map_err(|e| BackendError::Engine(e.to_string()))?;
                 r.pos += 1;
                 self.profile.generated_tokens += 1;
                 self.profile.running += 1;
             }
         }
-        if let Some(p) = &mut self.prefill {
-            let request = p.members[0].1;
-            let prompt = &self.prompts[request];
-            let room = self.batch_size - batch.n_tokens() as usize;
-            let end = (p.fed + room).min(prompt.len());
-            let seq = [p.members[0].0 as i32];
-            for (pos, token) in prompt.iter().enumerate().take(end).skip(p.fed) {
-                let last = pos + 1 == prompt.len();
-                if last {
-                    p.logits_at = Some(batch.n_tokens());
-                }
-                batch.add(*token, pos as i32, &seq, last).map_err(engine)?;
+        Ok(batch.n_tokens() > 0)
+    }
+
+    /// Puts the next chunk of the prompt being decoded into the batch, alone; false if no
+    /// prompt is being decoded.
+    ///
+    /// A prompt is decoded in a batch of its own, never beside the running sequences' tokens:
+    /// llama.cpp computes attention with other kernels for a sequence with one token in a
+    /// micro-batch than for one with several, so a prompt token that shared a batch with the
+    /// running sequences (each with one token) came out different from the same token decoded
+    /// with the rest of its prompt, and greedy responses parted (measured: the invariance
+    /// tests failed). Alone, a prompt's tokens are computed as when it is decoded whole.
+    fn fill_prompt(&mut self, batch: &mut LlamaBatch) -> Result<bool> {
+        batch.clear();
+        let Some(p) = &mut self.prefill else {
+            return Ok(false);
+        };
+        let prompt = &self.prompts[p.members[0].1];
+        let end = (p.fed + self.batch_size).min(prompt.len());
+        let seq = [p.members[0].0 as i32];
+        for (pos, token) in prompt.iter().enumerate().take(end).skip(p.fed) {
+            let last = pos + 1 == prompt.len();
+            if last {
+                p.logits_at = Some(batch.n_tokens());
             }
-            self.profile.prompt_tokens += (end - p.fed) as u64;
-            p.fed = end;
+            batch
+                .add(*token, pos as i32, &seq, last)
+                .map_err(|e| BackendError::Engine(e.to_string()))?;
         }
-        self.profile.steps += u64::from(batch.n_tokens() > 0);
+        self.profile.prompt_tokens += (end - p.fed) as u64;
+        p.fed = end;
+        Ok(batch.n_tokens() > 0)
+    }
+
+    fn decode(&mut self, batch: &mut LlamaBatch) -> Result<()> {
+        let t = Instant::now();
+        self.profile.steps += 1;
+        self.context
+            .decode(batch)
+            .map_err(|e| BackendError::Engine(format!("decode: {e}")))?;
+        self.profile.decode_s += t.elapsed().as_secs_f64();
         Ok(())
     }
 
@@ -502,11 +568,21 @@ impl<'a, 'm> Scheduler<'a, 'm> {
             prefills = p.prefills,
             kv_copies = p.copies,
             slot_reuses = p.reuses,
+            shared_prefix_tokens = p.shared_prefix_tokens,
             decode_s = p.decode_s,
             other_s = p.total_s - p.decode_s,
             "llamacpp profile"
         );
     }
+}
+
+/// Shorter shared prefixes are decoded: a whole-stream copy costs about as much as decoding a
+/// few tokens.
+const MIN_SHARED_PREFIX: usize = 8;
+
+/// How many leading tokens two prompts share.
+fn shared_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// Where the first stop string starts in `text`, if any.
