@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Sampling throughput of the embedded engine against llama.cpp's own tools, in one run on one
 # machine, on the self-improvement loop's workload, sweeping the parallelism of all three:
-#   1. harness bench, embedded llama.cpp, --parallel P;
+#   1. harness bench, embedded llama.cpp, --parallel P, and --parallel auto (the default);
 #   2. harness bench, OpenAI backend, against llama-server started with P slots (-np P);
 #   3. llama-batched-bench, B = P sequences sharing one prompt of the workload's mean prompt
 #      length (the reference: llama.cpp's batched decoding with no scheduling at all).
 # The workload (default): TASK=arith, LIMIT=16 problems, greedy + N=8 samples of each,
 # TOKENS=64 new tokens per response (--ignore-eos, so every engine generates the same count).
 # Throughput is generated tokens per second of wall time, prompt processing included.
-# Prints every figure, then each engine's best and the ratios of the embedded engine's best to
-# the others' best.
+# Prints every figure, then each engine's best and the ratios of the embedded engine (at its
+# default, --parallel auto, and at its best) to the others' best.
 #
-#   scripts/bench-throughput.sh                    # the loop's workload, SWEEP="8 16 32 64"
+#   scripts/bench-throughput.sh                    # the loop's workload, SWEEP="8 16 32 64 128"
 #   CASE=long scripts/bench-throughput.sh          # 8 gsm8k problems, 256 tokens (the old case)
 #   SWEEP="8 32" FA=on scripts/bench-throughput.sh # other parallelism, flash attention on
 set -euo pipefail
@@ -23,7 +23,7 @@ TASK=${TASK:-arith}
 LIMIT=${LIMIT:-16}
 N=${N:-8}
 TOKENS=${TOKENS:-64}
-SWEEP=${SWEEP:-8 16 32 64}
+SWEEP=${SWEEP:-8 16 32 64 128}
 THREADS=${THREADS:-$(nproc)}
 FA=${FA:-off}
 
@@ -42,7 +42,7 @@ bench() { # output dir, extra harness bench args...
 results="$work/results.tsv"
 
 echo "== workload: $TASK, $LIMIT problems, greedy + $N samples, $TOKENS tokens, threads $THREADS, fa $FA"
-for p in $SWEEP; do
+for p in $SWEEP auto; do
   echo "-- harness bench, embedded llama.cpp, --parallel $p"
   bench "$work/embedded-$p" --parallel "$p" --threads "$THREADS" --flash-attn "$FA"
   printf 'embedded\t%s\t%s\n' "$p" "$(column "$work/embedded-$p/summary.csv" tokens_per_s)" >> "$results"
@@ -76,15 +76,17 @@ python3 - "$results" <<'PY'
 import sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
 engines = ["embedded", "llama-server", "llama-batched-bench"]
-print(f"{'engine':<22}" + "".join(f"{'P=' + p:>9}" for p in dict.fromkeys(r[1] for r in rows)))
+columns = list(dict.fromkeys(r[1] for r in rows))
+print(f"{'engine':<22}" + "".join(f"{'P=' + p:>9}" for p in columns))
 best = {}
 for e in engines:
     figures = {p: float(t) for name, p, t in rows if name == e}
     best[e] = max(figures.items(), key=lambda kv: kv[1])
-    print(f"{e:<22}" + "".join(f"{t:9.1f}" for t in figures.values()))
+    print(f"{e:<22}" + "".join(f"{figures[p]:9.1f}" if p in figures else f"{'':9}" for p in columns))
 for e in engines:
     print(f"best {e:<20}: {best[e][1]:7.1f} tok/s at P={best[e][0]}")
-emb = best["embedded"][1]
-print(f"embedded / llama-server        : {emb / best['llama-server'][1]:.3f}")
-print(f"embedded / llama-batched-bench : {emb / best['llama-batched-bench'][1]:.3f}")
+auto = next(float(t) for name, p, t in rows if name == "embedded" and p == "auto")
+for label, emb in [("embedded (auto)", auto), ("embedded (best)", best["embedded"][1])]:
+    for ref in ["llama-server", "llama-batched-bench"]:
+        print(f"{label} / {ref:<20}: {emb / best[ref][1]:.3f}")
 PY

@@ -15,7 +15,7 @@ pub mod openai;
 mod request;
 
 pub use error::{BackendError, Result};
-pub use llamacpp::{DecodeProfile, FlashAttention, LlamaCpp, LlamaCppConfig};
+pub use llamacpp::{DecodeProfile, FlashAttention, LlamaCpp, LlamaCppConfig, Parallel};
 pub use openai::{OpenAi, OpenAiConfig};
 pub use request::{ChatMessage, Completion, FinishReason, Prompt, Request, Sampling};
 

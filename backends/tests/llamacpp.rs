@@ -16,7 +16,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 fn engine(parallel: u32) -> LlamaCpp {
     let model = backends::models::ensure(&backends::models::SMOLLM2_135M).unwrap();
     let mut config = LlamaCppConfig::new(model);
-    config.parallel = parallel;
+    config.parallel = backends::Parallel::Fixed(parallel);
     config.context_per_sequence = 1024;
     LlamaCpp::new(config).unwrap()
 }

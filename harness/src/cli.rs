@@ -260,9 +260,12 @@ pub struct LlamaCppArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<u32>,
-    /// Sequences decoded together.
-    #[arg(long, default_value_t = 8)]
-    pub parallel: u32,
+    /// Sequences decoded together, or `auto`: one per sample of each sampling call (greedy
+    /// and sampled responses of every problem at once), at most 256 and at most what a 2 GiB
+    /// KV cache holds. More never slowed decoding on the machines measured (README, "Sampling
+    /// speed"); output is the same at any setting.
+    #[arg(long, default_value = "auto")]
+    pub parallel: backends::Parallel,
     /// Context length of each sequence (prompt + response).
     #[arg(long, default_value_t = 2048)]
     pub ctx: u32,

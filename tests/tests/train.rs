@@ -91,7 +91,7 @@ fn sft_halves_the_loss_and_the_exported_gguf_reproduces_trained_answers() {
 
     // Greedy decoding of the exported GGUF by the embedded llama.cpp backend.
     let mut backend = LlamaCpp::new(LlamaCppConfig {
-        parallel: 4,
+        parallel: backends::Parallel::Fixed(4),
         ..LlamaCppConfig::new(out.join("model.gguf"))
     })
     .unwrap();

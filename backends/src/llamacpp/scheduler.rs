@@ -175,7 +175,7 @@ impl<'a, 'm> Scheduler<'a, 'm> {
         requests: &'a [Request],
         prompts: &'a [Vec<LlamaToken>],
     ) -> Self {
-        let parallel = config.parallel.max(1) as usize;
+        let parallel = config.slots() as usize;
         let mut ids: HashMap<&[LlamaToken], usize> = HashMap::new();
         let prompt_of: Vec<usize> = prompts
             .iter()
