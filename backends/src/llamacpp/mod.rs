@@ -226,7 +226,7 @@ impl LlamaCpp {
             Parallel::Auto => {
                 let samples: u64 = requests.iter().map(|r| r.indices.len() as u64).sum();
                 let fit = AUTO_CACHE_BYTES / (u64::from(cells) * self.cache_bytes_per_cell());
-                samples.min(fit).min(MAX_SEQUENCES).max(1) as u32
+                samples.min(fit).clamp(1, MAX_SEQUENCES) as u32
             }
         };
         LlamaCppConfig {
