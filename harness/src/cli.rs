@@ -262,8 +262,8 @@ pub struct LlamaCppArgs {
     pub threads: Option<u32>,
     /// Sequences decoded together, or `auto`: one per sample of each sampling call (greedy
     /// and sampled responses of every problem at once), at most 256 and at most what a 2 GiB
-    /// KV cache holds. More never slowed decoding on the machines measured (README, "Sampling
-    /// speed"); output is the same at any setting.
+    /// KV cache holds: the fastest setting measured (README, "Sampling speed"). Output is the
+    /// same at any setting.
     #[arg(long, default_value = "auto")]
     pub parallel: backends::Parallel,
     /// Context length of each sequence (prompt + response).

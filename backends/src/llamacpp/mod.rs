@@ -49,11 +49,11 @@ pub struct LlamaCppConfig {
 /// [`Parallel::Auto`] gives each `generate` call one slot per sample it asks for, up to
 /// llama.cpp's 256 sequences and up to what a [`AUTO_CACHE_BYTES`] KV cache holds at the
 /// call's cells per sequence. Measured on the loop's workload (arith, 16 problems, greedy + 8
-/// samples, 64 tokens, 2 cores): more slots never cost throughput (llama-batched-bench: 180,
-/// 197, 193, 195 tok/s at 32, 64, 128, 144 sequences), and fewer slots than samples leave
-/// slots idle while the last wave of equal-length responses finishes (this engine: 136, 158,
-/// 169 tok/s at 32, 64, 144 slots). Output does not depend on it: greedy responses are
-/// batch-invariant and each sample draws from its own seeded generator.
+/// samples, 64 tokens, 2 cores): llama.cpp's throughput flattens past 64 sequences
+/// (llama-batched-bench: 180, 197, 193, 195 tok/s at 32, 64, 128, 144), while fewer slots than
+/// samples leave slots idle as the last wave of equal-length responses finishes (this engine,
+/// back to back: 158 tok/s at 64 slots, 169 at 144). Output does not depend on it: greedy
+/// responses are batch-invariant and each sample draws from its own seeded generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Parallel {
     #[default]
@@ -251,10 +251,11 @@ impl LlamaCpp {
         );
         let parallel = config.slots();
         LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(parallel * config.context_per_sequence))
+            // One more sequence than slots: the scratch sequence of `scheduler::pad`.
+            .with_n_ctx(NonZeroU32::new((parallel + 1) * config.context_per_sequence))
             .with_n_batch(config.batch_size)
             .with_n_ubatch(config.ubatch_size.min(config.batch_size))
-            .with_n_seq_max(parallel)
+            .with_n_seq_max(parallel + 1)
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
             // One KV stream per sequence: a sequence's attention then sees only its own

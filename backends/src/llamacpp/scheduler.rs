@@ -121,16 +121,18 @@ pub(super) fn run<'m>(
     }
     let started = Instant::now();
     let mut scheduler = Scheduler::new(model, context, config, requests, prompts);
-    let mut batch = LlamaBatch::new(scheduler.batch_size, scheduler.slots.len() as i32);
+    let mut batch = LlamaBatch::new(scheduler.batch_size + 1, 1);
     loop {
         scheduler.admit(on_completion)?;
         let mut decoded = false;
         if scheduler.fill_running(&mut batch)? {
+            scheduler.pad(&mut batch)?;
             scheduler.decode(&mut batch)?;
             scheduler.sample(on_completion)?;
             decoded = true;
         }
         if scheduler.fill_prompt(&mut batch)? {
+            scheduler.pad(&mut batch)?;
             scheduler.decode(&mut batch)?;
             scheduler.finish_prefill(on_completion)?;
             decoded = true;
@@ -461,6 +463,27 @@ impl<'a, 'm> Scheduler<'a, 'm> {
         self.profile.prompt_tokens += (end - p.fed) as u64;
         p.fed = end;
         Ok(batch.n_tokens() > 0)
+    }
+
+    /// Gives a batch of one token a second one, in the scratch sequence (the id after the
+    /// slots), whose cell is dropped after the step. llama.cpp multiplies by f16/f32 weights
+    /// with another kernel for a single token than for two or more (llamafile's sgemm is
+    /// enabled from two), and the two sum in different orders: with a model exported in f16
+    /// by the trainer, a sequence decoding alone for a step drew other tokens than it did
+    /// beside others (a killed and resumed loop ended with other samples). Padded, every
+    /// token of every batch goes through the same kernels. (Q4_1 weights have one kernel at
+    /// any size.)
+    fn pad(&mut self, batch: &mut LlamaBatch) -> Result<()> {
+        if batch.n_tokens() != 1 {
+            return Ok(());
+        }
+        let scratch = self.slots.len() as i32;
+        self.context
+            .clear_kv_cache_seq(Some(scratch as u32), None, None)
+            .map_err(|e| BackendError::Engine(e.to_string()))?;
+        batch
+            .add(LlamaToken(0), 0, &[scratch], false)
+            .map_err(|e| BackendError::Engine(e.to_string()))
     }
 
     fn decode(&mut self, batch: &mut LlamaBatch) -> Result<()> {
