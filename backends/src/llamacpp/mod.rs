@@ -252,7 +252,9 @@ impl LlamaCpp {
         let parallel = config.slots();
         LlamaContextParams::default()
             // One more sequence than slots: the scratch sequence of `scheduler::pad`.
-            .with_n_ctx(NonZeroU32::new((parallel + 1) * config.context_per_sequence))
+            .with_n_ctx(NonZeroU32::new(
+                (parallel + 1) * config.context_per_sequence,
+            ))
             .with_n_batch(config.batch_size)
             .with_n_ubatch(config.ubatch_size.min(config.batch_size))
             .with_n_seq_max(parallel + 1)

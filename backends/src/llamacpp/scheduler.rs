@@ -270,8 +270,10 @@ impl<'a, 'm> Scheduler<'a, 'm> {
             .filter(|(_, s)| !matches!(s.state, State::Prefill))
             .filter_map(|(i, s)| Some((i, shared_prefix(tokens, self.tokens_of(s.holds?)))))
             .max_by_key(|&(i, shared)| (shared, i == slot));
-        // The last prompt token is always decoded: its logits give the first response token.
-        let shared = source.map_or(0, |(_, n)| n.min(tokens.len() - 1));
+        // At least the last two prompt tokens are decoded: the last one's logits give the
+        // first response token, and a lone token would take other attention kernels (see
+        // `fill_prompt`).
+        let shared = source.map_or(0, |(_, n)| n.min(tokens.len().saturating_sub(2)));
         match source {
             Some((source, _)) if shared >= MIN_SHARED_PREFIX => {
                 if source != slot {
@@ -442,14 +444,19 @@ impl<'a, 'm> Scheduler<'a, 'm> {
     /// micro-batch than for one with several, so a prompt token that shared a batch with the
     /// running sequences (each with one token) came out different from the same token decoded
     /// with the rest of its prompt, and greedy responses parted (measured: the invariance
-    /// tests failed). Alone, a prompt's tokens are computed as when it is decoded whole.
+    /// tests failed). Alone, a prompt's tokens are computed as when it is decoded whole, in
+    /// chunks of two tokens or more (llamafile's sgemm, which llama.cpp uses from two tokens
+    /// on, sums each product in the same order whatever the chunk's length).
     fn fill_prompt(&mut self, batch: &mut LlamaBatch) -> Result<bool> {
         batch.clear();
         let Some(p) = &mut self.prefill else {
             return Ok(false);
         };
         let prompt = &self.prompts[p.members[0].1];
-        let end = (p.fed + self.batch_size).min(prompt.len());
+        let mut end = (p.fed + self.batch_size).min(prompt.len());
+        if prompt.len() - end == 1 && end - p.fed > 2 {
+            end -= 1; // never leave a one-token chunk for the next batch
+        }
         let seq = [p.members[0].0 as i32];
         for (pos, token) in prompt.iter().enumerate().take(end).skip(p.fed) {
             let last = pos + 1 == prompt.len();
