@@ -4,18 +4,17 @@
 //!
 //! Why not llama.cpp's own sampler chain: it builds and sorts a 49k-entry candidate array
 //! per token for top-p, which cost more per decoding step here than the forward pass of
-//! eight sequences of the default model. Top-p here looks only at the tokens within e^20 of the
-//! best logit (every other token has probability below 2e-9 times the best one's), sorts the
-//! best 64 of them, then 256, ... until their mass reaches p, and falls back to the whole
-//! vocabulary in the rare case that the window does not reach p, so the nucleus is exactly
-//! that of a full sort (llama.cpp's).
+//! eight sequences of the default model. Top-p here looks first at the tokens within 5 of the
+//! best logit, then 10, then 20, then the whole vocabulary, sorting the best 64 of them, then
+//! 256, ... until their mass reaches p; the nucleus is exactly that of a full sort
+//! (llama.cpp's).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::request::Sampling;
 
-/// Logit distances below the best token within which top-p looks for the nucleus first.
+/// Logit distances below the best token within which top-p looks for the nucleus, in turn.
 const WINDOWS: [f32; 3] = [5.0, 10.0, 20.0];
 
 /// One sequence's sampler.
@@ -108,7 +107,8 @@ fn filter(logits: &[f32], top_k: usize, top_p: f32, min_p: f32) -> Vec<(usize, f
 
 /// The top-p nucleus over the whole vocabulary, best first. The tokens within 5 of the best
 /// logit come first in the full sort, so if their mass reaches p the nucleus lies among them
-/// (usually a few tokens); else within 10, then 20, then everything.
+/// (usually a few tokens); else within 10, then 20, then everything (which keeps all tokens
+/// when rounding leaves their mass short of p).
 fn top_p_nucleus(logits: &[f32], max: f32, top_p: f32) -> Vec<(usize, f32)> {
     let total: f64 = logits.iter().map(|l| weight(*l, max)).sum();
     for width in WINDOWS {
@@ -118,10 +118,8 @@ fn top_p_nucleus(logits: &[f32], max: f32, top_p: f32) -> Vec<(usize, f32)> {
             return candidates;
         }
     }
-    // The windows fell short of p: sort everything (exactness over speed).
     let mut candidates: Vec<(usize, f32)> = logits.iter().copied().enumerate().collect();
-    candidates.sort_unstable_by(best_first);
-    let keep = nucleus(&candidates, max, total, top_p).unwrap_or(candidates.len());
+    let keep = best_prefix(&mut candidates, max, total, top_p).unwrap_or(candidates.len());
     candidates.truncate(keep);
     candidates
 }

@@ -1,7 +1,7 @@
 //! Continuous batching over llama.cpp sequences, each in its own KV stream (a slot).
 //!
-//! Every step builds one `llama_batch` holding the next token of every running sequence plus
-//! chunks of the prompts being decoded. Each distinct prompt is decoded once: its KV cells stay
+//! Every step decodes one `llama_batch` holding the next token of every running sequence, then
+//! one holding the next chunk of the prompt being decoded. Each distinct prompt is decoded once: its KV cells stay
 //! in the slot that decoded it, and the logits of its last token are kept, so every other
 //! sample of that prompt (the samples of a request, the greedy request of the same problem,
 //! samples that get a slot only later) starts by copying those cells
@@ -85,8 +85,9 @@ pub struct DecodeProfile {
     pub prompt_tokens: u64,
     /// Generated tokens fed back.
     pub generated_tokens: u64,
-    /// Sum over steps of the sequences generating (divide by `steps` for the mean).
-    pub running: u64,
+    /// `llama_decode` calls that carried running sequences' tokens (`generated_tokens` over
+    /// this is the mean number of sequences generating together).
+    pub running_steps: u64,
     /// Prompts decoded.
     pub prefills: u64,
     /// Prompts copied from one sequence's cells to another's.
@@ -199,7 +200,8 @@ impl<'a, 'm> Scheduler<'a, 'm> {
             context,
             requests,
             prompts,
-            batch_size: config.batch_size.max(parallel as u32 + 1) as usize,
+            // `LlamaCpp::sized_for` made it hold a token per slot; it is the context's n_batch.
+            batch_size: config.batch_size as usize,
             per_sequence: config.context_per_sequence as usize,
             prompt_of,
             request_of,
@@ -226,8 +228,7 @@ impl<'a, 'm> Scheduler<'a, 'm> {
     /// of the front prompt before the next prompt: at once from a decoded prompt, by joining
     /// the prompt being decoded, or by starting to decode it.
     ///
-    /// One prompt is decoded at a time, each step carrying at most one prompt's chunk beside
-    /// the running sequences' tokens: with several prompts in one batch (llama.cpp then
+    /// One prompt is decoded at a time: with several prompts in one batch (llama.cpp then
     /// splits them into equal-length chunks per sequence) the greedy test
     /// `greedy_is_the_same_alone_and_in_a_full_batch` failed, a response parting from the
     /// same prompt's response decoded alone.
@@ -269,13 +270,15 @@ impl<'a, 'm> Scheduler<'a, 'm> {
             .enumerate()
             .filter(|(_, s)| !matches!(s.state, State::Prefill))
             .filter_map(|(i, s)| Some((i, shared_prefix(tokens, self.tokens_of(s.holds?)))))
-            .max_by_key(|&(i, shared)| (shared, i == slot));
-        // At least the last two prompt tokens are decoded: the last one's logits give the
-        // first response token, and a lone token would take other attention kernels (see
-        // `fill_prompt`).
-        let shared = source.map_or(0, |(_, n)| n.min(tokens.len().saturating_sub(2)));
+            .max_by_key(|&(i, shared)| (shared, i == slot))
+            // At least the last two prompt tokens are decoded: the last one's logits give the
+            // first response token, and a lone token would take other attention kernels (see
+            // `fill_prompt`).
+            .map(|(i, shared)| (i, shared.min(tokens.len().saturating_sub(2))))
+            .filter(|&(_, shared)| shared >= MIN_SHARED_PREFIX);
+        let fed = source.map_or(0, |(_, shared)| shared);
         match source {
-            Some((source, _)) if shared >= MIN_SHARED_PREFIX => {
+            Some((source, shared)) => {
                 if source != slot {
                     self.copy(source, slot)?;
                 }
@@ -284,14 +287,9 @@ impl<'a, 'm> Scheduler<'a, 'm> {
                     .map_err(|e| BackendError::Engine(e.to_string()))?;
                 self.profile.shared_prefix_tokens += shared as u64;
             }
-            _ if self.slots[slot].holds.is_some() => self.clear(slot)?,
-            _ => {}
+            None if self.slots[slot].holds.is_some() => self.clear(slot)?,
+            None => {}
         }
-        let fed = if shared >= MIN_SHARED_PREFIX {
-            shared
-        } else {
-            0
-        };
         self.slots[slot].holds = None;
         self.slots[slot].state = State::Prefill;
         self.profile.prefills += 1;
@@ -430,9 +428,9 @@ impl<'a, 'm> Scheduler<'a, 'm> {
                     .map_err(|e| BackendError::Engine(e.to_string()))?;
                 r.pos += 1;
                 self.profile.generated_tokens += 1;
-                self.profile.running += 1;
             }
         }
+        self.profile.running_steps += u64::from(batch.n_tokens() > 0);
         Ok(batch.n_tokens() > 0)
     }
 
@@ -594,7 +592,7 @@ impl<'a, 'm> Scheduler<'a, 'm> {
             steps = p.steps,
             prompt_tokens = p.prompt_tokens,
             generated_tokens = p.generated_tokens,
-            mean_running = p.running as f64 / p.steps.max(1) as f64,
+            mean_running = p.generated_tokens as f64 / p.running_steps.max(1) as f64,
             prefills = p.prefills,
             kv_copies = p.copies,
             slot_reuses = p.reuses,
