@@ -232,7 +232,7 @@ impl LlamaCpp {
         LlamaCppConfig {
             context_per_sequence: cells,
             parallel: Parallel::Fixed(slots),
-            batch_size: self.config.batch_size.max(slots + 1),
+            batch_size: self.config.batch_size.max(slots),
             ..self.config.clone()
         }
     }
@@ -251,13 +251,10 @@ impl LlamaCpp {
         );
         let parallel = config.slots();
         LlamaContextParams::default()
-            // One more sequence than slots: the scratch sequence of `scheduler::pad`.
-            .with_n_ctx(NonZeroU32::new(
-                (parallel + 1) * config.context_per_sequence,
-            ))
+            .with_n_ctx(NonZeroU32::new(parallel * config.context_per_sequence))
             .with_n_batch(config.batch_size)
             .with_n_ubatch(config.ubatch_size.min(config.batch_size))
-            .with_n_seq_max(parallel + 1)
+            .with_n_seq_max(parallel)
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
             // One KV stream per sequence: a sequence's attention then sees only its own

@@ -16,7 +16,12 @@
 //!
 //! Batch invariance: a sequence's cells sit at the same cell indices whether it was decoded
 //! alone, copied from another stream or left in a reused slot (prompt at 0..L, response from
-//! L on), so attention sums in the same order and greedy output does not depend on the batch.
+//! L on), so attention sums in the same order; and ggml is built without llamafile's sgemm
+//! (`.cargo/config.toml`), so every weight product is the same per-row dot product whether a
+//! micro-batch holds one row or many. (llama.cpp splits a batch into micro-batches of
+//! consecutive sequence ids, so a running sequence whose neighbouring slots are idle is
+//! computed alone; with sgemm on, its tokens then came out different, and a killed and
+//! resumed loop drew other samples.) Output does not depend on what else is in the batch.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -122,18 +127,16 @@ pub(super) fn run<'m>(
     }
     let started = Instant::now();
     let mut scheduler = Scheduler::new(model, context, config, requests, prompts);
-    let mut batch = LlamaBatch::new(scheduler.batch_size + 1, 1);
+    let mut batch = LlamaBatch::new(scheduler.batch_size, 1);
     loop {
         scheduler.admit(on_completion)?;
         let mut decoded = false;
         if scheduler.fill_running(&mut batch)? {
-            scheduler.pad(&mut batch)?;
             scheduler.decode(&mut batch)?;
             scheduler.sample(on_completion)?;
             decoded = true;
         }
         if scheduler.fill_prompt(&mut batch)? {
-            scheduler.pad(&mut batch)?;
             scheduler.decode(&mut batch)?;
             scheduler.finish_prefill(on_completion)?;
             decoded = true;
@@ -271,10 +274,8 @@ impl<'a, 'm> Scheduler<'a, 'm> {
             .filter(|(_, s)| !matches!(s.state, State::Prefill))
             .filter_map(|(i, s)| Some((i, shared_prefix(tokens, self.tokens_of(s.holds?)))))
             .max_by_key(|&(i, shared)| (shared, i == slot))
-            // At least the last two prompt tokens are decoded: the last one's logits give the
-            // first response token, and a lone token would take other attention kernels (see
-            // `fill_prompt`).
-            .map(|(i, shared)| (i, shared.min(tokens.len().saturating_sub(2))))
+            // The last prompt token is always decoded: its logits give the first response token.
+            .map(|(i, shared)| (i, shared.min(tokens.len() - 1)))
             .filter(|&(_, shared)| shared >= MIN_SHARED_PREFIX);
         let fed = source.map_or(0, |(_, shared)| shared);
         match source {
@@ -437,24 +438,19 @@ impl<'a, 'm> Scheduler<'a, 'm> {
     /// Puts the next chunk of the prompt being decoded into the batch, alone; false if no
     /// prompt is being decoded.
     ///
-    /// A prompt is decoded in a batch of its own, never beside the running sequences' tokens:
-    /// llama.cpp computes attention with other kernels for a sequence with one token in a
-    /// micro-batch than for one with several, so a prompt token that shared a batch with the
-    /// running sequences (each with one token) came out different from the same token decoded
-    /// with the rest of its prompt, and greedy responses parted (measured: the invariance
-    /// tests failed). Alone, a prompt's tokens are computed as when it is decoded whole, in
-    /// chunks of two tokens or more (llamafile's sgemm, which llama.cpp uses from two tokens
-    /// on, sums each product in the same order whatever the chunk's length).
+    /// A prompt is decoded in a batch of its own, never beside the running sequences' tokens.
+    /// This was needed while ggml used llamafile's sgemm (several rows of a sequence summed in
+    /// another order than one row: a prompt token beside running tokens came out different
+    /// and greedy responses parted). With sgemm off (`.cargo/config.toml`), every row is the
+    /// same dot product at any batch size; the separation stays, costing nothing measurable on
+    /// this CPU path, until a mixed batch is measured to be faster and invariant.
     fn fill_prompt(&mut self, batch: &mut LlamaBatch) -> Result<bool> {
         batch.clear();
         let Some(p) = &mut self.prefill else {
             return Ok(false);
         };
         let prompt = &self.prompts[p.members[0].1];
-        let mut end = (p.fed + self.batch_size).min(prompt.len());
-        if prompt.len() - end == 1 && end - p.fed > 2 {
-            end -= 1; // never leave a one-token chunk for the next batch
-        }
+        let end = (p.fed + self.batch_size).min(prompt.len());
         let seq = [p.members[0].0 as i32];
         for (pos, token) in prompt.iter().enumerate().take(end).skip(p.fed) {
             let last = pos + 1 == prompt.len();
@@ -468,27 +464,6 @@ impl<'a, 'm> Scheduler<'a, 'm> {
         self.profile.prompt_tokens += (end - p.fed) as u64;
         p.fed = end;
         Ok(batch.n_tokens() > 0)
-    }
-
-    /// Gives a batch of one token a second one, in the scratch sequence (the id after the
-    /// slots), whose cell is dropped after the step. llama.cpp multiplies by f16/f32 weights
-    /// with another kernel for a single token than for two or more (llamafile's sgemm is
-    /// enabled from two), and the two sum in different orders: with a model exported in f16
-    /// by the trainer, a sequence decoding alone for a step drew other tokens than it did
-    /// beside others (a killed and resumed loop ended with other samples). Padded, every
-    /// token of every batch goes through the same kernels. (Q4_1 weights have one kernel at
-    /// any size.)
-    fn pad(&mut self, batch: &mut LlamaBatch) -> Result<()> {
-        if batch.n_tokens() != 1 {
-            return Ok(());
-        }
-        let scratch = self.slots.len() as i32;
-        self.context
-            .clear_kv_cache_seq(Some(scratch as u32), None, None)
-            .map_err(|e| BackendError::Engine(e.to_string()))?;
-        batch
-            .add(LlamaToken(0), 0, &[scratch], false)
-            .map_err(|e| BackendError::Engine(e.to_string()))
     }
 
     fn decode(&mut self, batch: &mut LlamaBatch) -> Result<()> {
