@@ -93,6 +93,10 @@ pub struct DecodeProfile {
     /// `llama_decode` calls that carried running sequences' tokens (`generated_tokens` over
     /// this is the mean number of sequences generating together).
     pub running_steps: u64,
+    /// Micro-batches the running steps were split into: llama.cpp computes each run of
+    /// consecutive running slots as a micro-batch of its own (one pass over the weights each),
+    /// so idle slots between running ones cost whole passes.
+    pub running_micro_batches: u64,
     /// Prompts decoded.
     pub prefills: u64,
     /// Prompts copied from one sequence's cells to another's.
@@ -421,7 +425,11 @@ impl<'a, 'm> Scheduler<'a, 'm> {
     /// Puts every running sequence's next token into the batch; false if none runs.
     fn fill_running(&mut self, batch: &mut LlamaBatch) -> Result<bool> {
         batch.clear();
+        let mut previous_ran = false;
         for (slot, s) in self.slots.iter_mut().enumerate() {
+            let runs = matches!(s.state, State::Running(_));
+            self.profile.running_micro_batches += u64::from(runs && !previous_ran);
+            previous_ran = runs;
             if let State::Running(r) = &mut s.state {
                 r.logits_at = Some(batch.n_tokens());
                 batch
@@ -568,6 +576,7 @@ impl<'a, 'm> Scheduler<'a, 'm> {
             prompt_tokens = p.prompt_tokens,
             generated_tokens = p.generated_tokens,
             mean_running = p.generated_tokens as f64 / p.running_steps.max(1) as f64,
+            running_micro_batches = p.running_micro_batches,
             prefills = p.prefills,
             kv_copies = p.copies,
             slot_reuses = p.reuses,
