@@ -164,10 +164,27 @@ fn llama_backend() -> Result<&'static LlamaBackend> {
         .get_or_init(|| {
             // llama.cpp's own logging goes through `tracing` (RUST_LOG=llama_cpp_2=info).
             llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            if built_with_sgemm() {
+                tracing::warn!(
+                    "ggml was built with llamafile's sgemm: samples will depend on which other \
+                     sequences share a step, and a resumed run may not end as an uninterrupted \
+                     one (rebuild it with GGML_LLAMAFILE=OFF, as .cargo/config.toml asks: \
+                     cargo clean -p llama-cpp-sys-2)"
+                );
+            }
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
         .map_err(|e| BackendError::Engine(e.clone()))
+}
+
+/// Whether ggml multiplies with llamafile's sgemm, whose sums differ from the one-row dot
+/// product's (see `scheduler`'s batch invariance). `.cargo/config.toml` turns it off, but
+/// cargo does not rebuild llama-cpp-sys-2 when that setting is new to an existing target
+/// directory, so the build is checked, not assumed.
+fn built_with_sgemm() -> bool {
+    // SAFETY: reads a compile-time constant of the linked ggml; no arguments, no state.
+    unsafe { llama_cpp_sys_2::ggml_cpu_has_llamafile() != 0 }
 }
 
 /// The embedded llama.cpp backend.
@@ -334,5 +351,16 @@ impl Backend for LlamaCpp {
         self.digest = digest;
         self.config = config;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ggml_is_built_without_llamafile_sgemm() {
+        assert!(
+            !super::built_with_sgemm(),
+            "llama-cpp-sys-2 was built before GGML_LLAMAFILE=OFF: cargo clean -p llama-cpp-sys-2"
+        );
     }
 }
