@@ -133,15 +133,19 @@ impl FlashAttention {
     }
 }
 
-impl LlamaCppConfig {
-    /// Slots of a configuration sized for a call (`Auto` counts as one).
-    fn slots(&self) -> u32 {
-        match self.parallel {
-            Parallel::Fixed(n) => n.max(1),
-            Parallel::Auto => 1,
-        }
-    }
+/// The context one `generate` call runs in: what [`LlamaCppConfig`] leaves to the call
+/// (`Parallel::Auto`, cells per sequence) settled by its requests.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CallSize {
+    /// Sequences decoding together.
+    pub slots: u32,
+    /// KV cells of each sequence.
+    pub cells_per_sequence: u32,
+    /// Tokens one `llama_decode` takes (at least one per slot).
+    pub batch_size: u32,
+}
 
+impl LlamaCppConfig {
     /// Defaults for a model file.
     pub fn new(model: impl Into<PathBuf>) -> Self {
         LlamaCppConfig {
@@ -222,14 +226,14 @@ impl LlamaCpp {
         tokens::prompt_tokens(&self.model, prompt)
     }
 
-    /// The configuration of one `generate` call: each sequence gets the cells its longest
+    /// The size of one `generate` call's context: each sequence gets the cells its longest
     /// prompt plus `max_tokens` needs (rounded up to llama.cpp's 256-cell padding, at most
     /// `context_per_sequence`), and `Parallel::Auto` becomes a number of slots. A
     /// short-answer workload then allocates and clears a fraction of the cache, and copying a
     /// prompt into another sequence (a whole-stream copy in llama.cpp) moves 256 cells
     /// instead of 2048. Output does not change: attention covers the used cells rounded up to
     /// 256 either way.
-    fn sized_for(&self, requests: &[Request], prompts: &[Vec<LlamaToken>]) -> LlamaCppConfig {
+    fn sized_for(&self, requests: &[Request], prompts: &[Vec<LlamaToken>]) -> CallSize {
         let needed = requests
             .iter()
             .zip(prompts)
@@ -246,11 +250,10 @@ impl LlamaCpp {
                 samples.min(fit).clamp(1, MAX_SEQUENCES) as u32
             }
         };
-        LlamaCppConfig {
-            context_per_sequence: cells,
-            parallel: Parallel::Fixed(slots),
+        CallSize {
+            slots,
+            cells_per_sequence: cells,
             batch_size: self.config.batch_size.max(slots),
-            ..self.config.clone()
         }
     }
 
@@ -261,17 +264,16 @@ impl LlamaCpp {
         u64::from(m.n_layer()) * 2 * u64::from(m.n_head_kv()) * head_dim * 2
     }
 
-    fn context_params(config: &LlamaCppConfig) -> LlamaContextParams {
+    fn context_params(config: &LlamaCppConfig, size: CallSize) -> LlamaContextParams {
         let threads = config.threads.map_or_else(
             || std::thread::available_parallelism().map_or(1, |n| n.get() as i32),
             |t| t as i32,
         );
-        let parallel = config.slots();
         LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(parallel * config.context_per_sequence))
-            .with_n_batch(config.batch_size)
-            .with_n_ubatch(config.ubatch_size.min(config.batch_size))
-            .with_n_seq_max(parallel)
+            .with_n_ctx(NonZeroU32::new(size.slots * size.cells_per_sequence))
+            .with_n_batch(size.batch_size)
+            .with_n_ubatch(config.ubatch_size.min(size.batch_size))
+            .with_n_seq_max(size.slots)
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
             // One KV stream per sequence: a sequence's attention then sees only its own
@@ -324,15 +326,15 @@ impl Backend for LlamaCpp {
             .iter()
             .map(|r| self.prompt_tokens(&r.prompt))
             .collect::<Result<Vec<_>>>()?;
-        let config = self.sized_for(requests, &prompts);
+        let size = self.sized_for(requests, &prompts);
         let mut context = self
             .model
-            .new_context(llama_backend()?, Self::context_params(&config))
+            .new_context(llama_backend()?, Self::context_params(&self.config, size))
             .map_err(|e| BackendError::Engine(format!("context: {e}")))?;
         let profile = scheduler::run(
             &self.model,
             &mut context,
-            &config,
+            size,
             requests,
             &prompts,
             on_completion,

@@ -31,7 +31,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
-use super::LlamaCppConfig;
+use super::CallSize;
 use super::sampler::Sampler;
 use crate::error::{BackendError, Result};
 use crate::request::{Completion, FinishReason, Request};
@@ -114,12 +114,12 @@ pub struct DecodeProfile {
 pub(super) fn run<'m>(
     model: &'m LlamaModel,
     context: &mut LlamaContext<'m>,
-    config: &LlamaCppConfig,
+    size: CallSize,
     requests: &[Request],
     prompts: &[Vec<LlamaToken>],
     on_completion: OnCompletion,
 ) -> Result<DecodeProfile> {
-    let per_sequence = config.context_per_sequence as usize;
+    let per_sequence = size.cells_per_sequence as usize;
     for (request, prompt) in prompts.iter().enumerate() {
         if prompt.is_empty() || prompt.len() >= per_sequence {
             return Err(BackendError::PromptTooLong {
@@ -130,7 +130,7 @@ pub(super) fn run<'m>(
         }
     }
     let started = Instant::now();
-    let mut scheduler = Scheduler::new(model, context, config, requests, prompts);
+    let mut scheduler = Scheduler::new(model, context, size, requests, prompts);
     let mut batch = LlamaBatch::new(scheduler.batch_size, 1);
     loop {
         scheduler.admit(on_completion)?;
@@ -181,11 +181,11 @@ impl<'a, 'm> Scheduler<'a, 'm> {
     fn new(
         model: &'m LlamaModel,
         context: &'a mut LlamaContext<'m>,
-        config: &LlamaCppConfig,
+        size: CallSize,
         requests: &'a [Request],
         prompts: &'a [Vec<LlamaToken>],
     ) -> Self {
-        let parallel = config.slots() as usize;
+        let parallel = size.slots as usize;
         let mut ids: HashMap<&[LlamaToken], usize> = HashMap::new();
         let prompt_of: Vec<usize> = prompts
             .iter()
@@ -208,8 +208,8 @@ impl<'a, 'm> Scheduler<'a, 'm> {
             requests,
             prompts,
             // `LlamaCpp::sized_for` made it hold a token per slot; it is the context's n_batch.
-            batch_size: config.batch_size as usize,
-            per_sequence: config.context_per_sequence as usize,
+            batch_size: size.batch_size as usize,
+            per_sequence: size.cells_per_sequence as usize,
             prompt_of,
             request_of,
             remaining,
