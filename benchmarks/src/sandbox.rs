@@ -228,6 +228,8 @@ impl Sandbox {
         let nonce = nonce();
         let runner = RUNNER
             .replace("NONCE_PLACEHOLDER", &nonce)
+            .replace("PRIVATE_DIRS_PLACEHOLDER", &PRIVATE_DIRS.join(":"))
+            .replace("TMPFS_NAME_PLACEHOLDER", TMPFS_NAME)
             .replace("ENTRY_POINT_PLACEHOLDER", &job.entry_point);
         std::fs::write(dir.join("runner.py"), runner).map_err(io)?;
         std::fs::write(dir.join("candidate.py"), &job.code).map_err(io)?;

@@ -1,5 +1,6 @@
 # Runs one candidate program and its tests inside the sandbox. Written next to them by the
-# harness with a fresh nonce in place of NONCE_PLACEHOLDER; it deletes itself and the two
+# harness with a fresh nonce in place of NONCE_PLACEHOLDER (and its entry point, private
+# directories and tmpfs name in place of the other placeholders); it deletes itself and the two
 # program files before any candidate code runs, so the candidate cannot read the nonce from
 # disk, and it reports through a file descriptor opened before the candidate runs. Only a
 # result line that starts with the nonce counts, so a candidate that exits early (sys.exit,
@@ -87,9 +88,10 @@ class _TypedAsserts(ast.NodeTransformer):
 
 
 def _file_system():
-    """`private` when /tmp, /var/tmp and /dev/shm are this program's own tmpfs mounts (the
-    harness names them harness-sandbox) and / is read-only; `shared` otherwise."""
-    private = {"/tmp", "/var/tmp", "/dev/shm"}
+    """`private` when the world-writable directories (the harness fills in the list) are this
+    program's own tmpfs mounts (recognised by the source name the harness gave them) and / is
+    read-only; `shared` otherwise."""
+    private = set("PRIVATE_DIRS_PLACEHOLDER".split(":"))
     own, root_read_only = set(), False
     try:
         with open("/proc/self/mountinfo", encoding="utf-8") as f:
@@ -99,7 +101,7 @@ def _file_system():
                 if len(fields) < 6 or len(rest) < 2:
                     continue
                 point, options = fields[4], fields[5].split(",")
-                if point in private and rest[1] == "harness-sandbox":
+                if point in private and rest[1] == "TMPFS_NAME_PLACEHOLDER":
                     own.add(point)
                 elif point in private:
                     own.discard(point)
