@@ -95,6 +95,10 @@ fn corpus_is_graded_as_labelled() {
         "thousands",
         "interval",
         "choice",
+        "hedged-text",
+        "hedged-list",
+        "hedged-set",
+        "gold-twice",
     ] {
         assert!(kinds.contains(kind), "no variant of kind {kind}");
     }

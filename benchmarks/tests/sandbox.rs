@@ -2,104 +2,16 @@
 //! reason, leave no process behind, and write nothing outside its directory. A correct
 //! program passes, so these checks can tell a working sandbox from one that fails everything.
 
+mod common;
+
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use benchmarks::sandbox::{Job, Outcome};
-use benchmarks::{Sandbox, SandboxConfig};
-
-/// Sandbox tests run one at a time so that the leftover-process check sees only its own.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn sandbox() -> Sandbox {
-    Sandbox::new(SandboxConfig {
-        timeout: Duration::from_secs(4),
-        cpu_seconds: 3,
-        memory_bytes: 512 << 20,
-        max_file_bytes: 4 << 20,
-        output_bytes: 4096,
-        parallel: 2,
-        ..SandboxConfig::default()
-    })
-    .unwrap()
-}
-
-/// A job whose test passes only if `f(1) == 2`.
-fn job(code: &str) -> Job {
-    Job {
-        code: code.to_string(),
-        tests: "assert f(1) == 2\n".to_string(),
-        entry_point: "f".to_string(),
-    }
-}
-
-/// Processes started by the sandbox (all share the runner's command line) still alive.
-fn leftovers() -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        let zombie = status
-            .lines()
-            .any(|l| l.starts_with("State:") && l.contains('Z'));
-        if !zombie && String::from_utf8_lossy(&cmdline).contains("runner.py") {
-            found.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    found
-}
-
-fn assert_no_leftovers(name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !leftovers().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        leftovers().is_empty(),
-        "{name}: processes left behind: {:?}",
-        leftovers()
-    );
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-}
-
-/// Runs a program and checks it left no process and no file outside its directory.
-fn run_contained(sandbox: &Sandbox, name: &str, code: &str) -> Outcome {
-    let outcome = sandbox.run(&job(code));
-    eprintln!(
-        "{name}: {} [network {}] {:?}",
-        outcome.reason, outcome.network, outcome.wall
-    );
-    assert!(!outcome.reason.is_empty(), "{name}: no reason");
-    assert_no_leftovers(name);
-    let outside: Vec<_> = std::fs::read_dir(sandbox.root())
-        .unwrap()
-        .flatten()
-        .collect();
-    assert!(
-        outside.is_empty(),
-        "{name}: left files in the sandbox root: {outside:?}"
-    );
-    outcome
-}
-
-/// Runs a hostile program: contained, and marked incorrect.
-fn run_hostile(sandbox: &Sandbox, name: &str, code: &str) -> Outcome {
-    let outcome = run_contained(sandbox, name, code);
-    assert!(
-        !outcome.passed,
-        "{name}: a hostile program passed: {outcome:?}"
-    );
-    outcome
-}
+use benchmarks::Sandbox;
+use benchmarks::sandbox::Job;
+use common::{SERIAL, job, nix_is_root, run_contained, run_hostile, sandbox};
 
 #[test]
 fn a_correct_program_passes_and_a_wrong_one_fails() {
@@ -276,7 +188,7 @@ fn hostile_corpus_is_contained() {
 /// A program writes to /tmp, /var/tmp and /dev/shm, looks for a file the host put in /tmp,
 /// and writes into a world-writable directory elsewhere. With namespaces, it sees empty
 /// directories of its own, nothing it wrote is there afterwards, and the rest of the file
-/// system is read-only (EROFS, not a permission error).
+/// system is read-only or not there at all (EROFS or ENOENT, not a permission error).
 fn check_private_file_system(sandbox: &Sandbox) {
     let tag = format!("harness-sandbox-test-{}", std::process::id());
     let host_marker = Path::new("/tmp").join(format!("{tag}-host"));
@@ -314,7 +226,7 @@ fn check_private_file_system(sandbox: &Sandbox) {
              elsewhere = errno.errorcode[e.errno]\n\
          print(seen, wrote, elsewhere, flush=True)\n\
          def f(x):\n    \
-             return 2 if wrote == 3 and '{tag}-host' not in seen and elsewhere == 'EROFS' else 0\n",
+             return 2 if wrote == 3 and '{tag}-host' not in seen and elsewhere in ('EROFS', 'ENOENT') else 0\n",
         open_dir = open_dir.display()
     );
     let o = run_contained(sandbox, "write to /tmp, /var/tmp, /dev/shm", &code);

@@ -197,13 +197,78 @@ fn tree_equivalent(a: &str, b: &str) -> Option<(bool, &'static str)> {
     Some(compare(parse(a)?, parse(b)?))
 }
 
-/// Grades a response against the gold answer (already extracted from its `\boxed{}`).
+/// Words and symbols that join alternatives: `or`, `and`, `either` (as words, usually in
+/// `\text{}`), `\lor`, `\vee`.
+static CONNECTIVE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\\(?:lor|vee)\b|(?:^|[^a-z\\])(?:or|and|either)(?:[^a-z]|$)").unwrap()
+});
+/// A connective with its `\text{}` wrapper and a comma before it, for [`as_list`].
+static CONNECTIVE_SPAN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\s*,?\s*(?:\\(?:text|mbox|textbf|mathrm)\{\s*(?:either|or|and)?\s*(?:or|and)?\s*\}|\\(?:lor|vee)\b|\b(?:or|and)\b)\s*",
+    )
+    .unwrap()
+});
+static EITHER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(?:\\(?:text|mbox|textbf|mathrm)\{\s*either\s*\}|\beither\b)\s*").unwrap()
+});
+
+/// Whether an answer offers alternatives (`\frac{14}{3} \text{ or } \frac{3}{14}`).
+fn offers_alternatives(answer: &str) -> bool {
+    CONNECTIVE.is_match(answer)
+}
+
+/// The answer with its connectives as commas: `7, -2, \text{ and } -5` -> `7, -2,-5`.
+fn as_list(answer: &str) -> String {
+    let without_either = EITHER.replace_all(answer, "");
+    CONNECTIVE_SPAN
+        .replace_all(&without_either, ",")
+        .trim_matches(',')
+        .to_string()
+}
+
+/// Whether a (normalised) gold answer is a collection of values: a list with a top-level
+/// comma, a set, or a `\pm` pair. A tuple or interval is one value.
+fn is_collection(gold: &str) -> bool {
+    let mut depth = 0i32;
+    for c in gold.chars() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            ',' if depth == 0 => return true,
+            _ => {}
+        }
+    }
+    gold.starts_with("\\{") || gold.contains("\\pm") || gold.contains("\\mp")
+}
+
+/// Grades a response against the gold answer (already extracted from its `\boxed{}`). An
+/// answer that offers alternatives is wrong (`boxed/hedged`) unless the gold is itself a
+/// collection, which the alternatives are then compared with as a list.
 pub fn grade(response: &str, gold: &str) -> Verdict {
     let Some(raw) = last_boxed(response) else {
         return Verdict::no_answer("no-boxed");
     };
+    let gold = match offers_alternatives(gold) {
+        true => normalize(&as_list(gold)),
+        false => normalize(gold),
+    };
+    if offers_alternatives(raw) {
+        let normalized = normalize(&as_list(raw));
+        let (correct, rule) = match is_collection(&gold) {
+            true => equivalent(&normalized, &gold),
+            false => (false, "hedged"),
+        };
+        return Verdict {
+            correct,
+            extracted: Some(raw.to_string()),
+            normalized: Some(normalized),
+            rule: format!("boxed/{rule}"),
+            detail: None,
+        };
+    }
     let normalized = normalize(raw);
-    let (correct, rule) = equivalent(&normalized, &normalize(gold));
+    let (correct, rule) = equivalent(&normalized, &gold);
     Verdict {
         correct,
         extracted: Some(raw.to_string()),

@@ -17,6 +17,7 @@ static NUMBER: LazyLock<Regex> =
 /// Rule names recorded in verdicts.
 pub const AFTER_HASHES: &str = "after-hashes";
 pub const LAST_NUMBER: &str = "last-number";
+pub const HEDGED: &str = "hedged";
 
 /// Finds the answer a response gives: (raw text, rule).
 pub fn extract(text: &str) -> Option<(String, &'static str)> {
@@ -29,15 +30,21 @@ pub fn extract(text: &str) -> Option<(String, &'static str)> {
 }
 
 fn numbers(text: &str) -> impl Iterator<Item = String> + '_ {
-    NUMBER.find_iter(text).map(move |m| {
-        let s = m.as_str();
-        // In `5-3` the minus is an operator, not a sign.
-        let glued = text[..m.start()]
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_alphanumeric());
-        if glued { s.trim_start_matches('-') } else { s }.to_string()
-    })
+    NUMBER
+        .find_iter(text)
+        .map(move |m| signed(text, &m).to_string())
+}
+
+/// A match of [`NUMBER`] in `text`: in `5-3` the minus is an operator, not a sign.
+fn signed<'t>(text: &'t str, m: &regex::Match<'t>) -> &'t str {
+    let glued = text[..m.start()]
+        .chars()
+        .next_back()
+        .is_some_and(|c| c.is_alphanumeric());
+    match glued {
+        true => m.as_str().trim_start_matches('-'),
+        false => m.as_str(),
+    }
 }
 
 /// The canonical decimal form of a number: commas, `$` and a trailing `.` ignored, trailing
@@ -54,11 +61,46 @@ pub fn normalize(raw: &str) -> Option<String> {
         .map(|d| d.normalize().to_string())
 }
 
-/// Grades a response against the gold answer.
+/// The distinct values a response gives after its `####` marks, when there is more than
+/// one: the numbers on the line that follows each mark (`#### 18 or 20`, `#### 18, 20`, two
+/// `####` lines that disagree). An exponent (`m^2`) is not an answer. None for one value.
+fn hedge(text: &str) -> Option<(String, Vec<String>)> {
+    let mut lines = Vec::new();
+    let mut values: Vec<String> = Vec::new();
+    for segment in text.split("####").skip(1) {
+        let line = segment.split('\n').next().unwrap_or_default();
+        let exponent = |m: &regex::Match| line[..m.start()].ends_with('^');
+        let numbers = NUMBER.find_iter(line).filter(|m| !exponent(m));
+        let found: Vec<String> = numbers
+            .filter_map(|m| normalize(signed(line, &m)))
+            .collect();
+        if !found.is_empty() {
+            lines.push(format!("#### {}", line.trim()));
+        }
+        for value in found {
+            if !values.contains(&value) {
+                values.push(value);
+            }
+        }
+    }
+    (values.len() > 1).then(|| (lines.join(" / "), values))
+}
+
+/// Grades a response against the gold answer. A response that offers several values after
+/// its `####` marks is wrong (`hedged`), whichever of them the gold is.
 pub fn grade(response: &str, gold: &str) -> Verdict {
     let Some(gold) = normalize(gold) else {
         return Verdict::no_answer("gold-not-a-number");
     };
+    if let Some((raw, values)) = hedge(response) {
+        return Verdict {
+            correct: false,
+            extracted: Some(raw),
+            normalized: Some(values.join(", ")),
+            rule: HEDGED.to_string(),
+            detail: None,
+        };
+    }
     match extract(response) {
         None => Verdict::no_answer("no-number"),
         Some((raw, rule)) => {
@@ -116,6 +158,38 @@ mod tests {
         assert_eq!(extract("1,2,3").unwrap().0, "3");
         assert_eq!(normalize("0.50"), Some("0.5".into()));
         assert_eq!(normalize("abc"), None);
+    }
+
+    #[test]
+    fn several_values_after_the_hashes_are_a_hedge() {
+        for hedged in [
+            "#### 18 or 20",
+            "#### 18, 20",
+            "#### either 20 or 18",
+            "So 18.\n#### 18\nor maybe\n#### 20",
+            "#### 20 (or 18 if she kept one)",
+        ] {
+            for gold in ["18", "20"] {
+                let v = grade(hedged, gold);
+                assert!(!v.correct, "{hedged} for {gold}: {v:?}");
+                assert_eq!(v.rule, HEDGED, "{hedged}");
+            }
+        }
+        assert_eq!(
+            grade("#### 18 or 20", "18").normalized.as_deref(),
+            Some("18, 20")
+        );
+        // One value, however often or however written, is an answer.
+        for single in [
+            "#### 18\n#### 18",
+            "#### $18.00",
+            "#### 18 m^2",
+            "#### 18 dollars",
+        ] {
+            assert!(grade(single, "18").correct, "{single}");
+        }
+        // Without `####` the last number answers, hedge or not.
+        assert!(grade("It is 18 or 20", "20").correct);
     }
 
     #[test]

@@ -16,12 +16,23 @@
 //!   its directory (the parent is root's, mode 0711), read other processes' environments or
 //!   signal the harness, and RLIMIT_NPROC, which root ignores, applies.
 //!
-//! The verdict comes from a result line that the runner writes, prefixed by a nonce the
-//! program cannot read (see `sandbox_runner.py`); exiting early is never a pass.
+//! The verdict is decided elsewhere, by design rather than by hiding a secret: inside one
+//! interpreter nothing can be hidden from code that runs there (frames, `gc`, `ctypes`). The
+//! program's process (`runner.py`) only evaluates the calls of the asserts (`f(3, 4)`) and
+//! writes their results as plain data to a pipe; the judge (`judge.py`, see [`judge`]), a
+//! process outside the sandbox that never runs candidate code, holds the expected values,
+//! rebuilds the results from built-in types and evaluates the asserts. A program can lie
+//! about its results, but it cannot know what to lie, and exiting early, crashing,
+//! timing out, or a malformed or oversized reply are each a named failure.
 
-use std::ffi::CString;
+mod confine;
+mod judge;
+mod reply;
+mod root;
+
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -29,16 +40,16 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::sched::CloneFlags;
-use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Gid, Pid, Uid, fork, setsid};
-use wait_timeout::ChildExt;
+use nix::unistd::{Pid, Uid};
 
 use crate::error::{BenchError, Result};
+use confine::{Limits, confine, probe_pid_namespace};
+use judge::{Decision, Judge, Plan};
+use reply::{Collected, ReplyPipe};
+use root::MountPlan;
 
-const RUNNER: &str = include_str!("sandbox_runner.py");
+const RUNNER: &str = include_str!("runner.py");
 /// The interpreter, looked up in the system directories first: an interpreter under a
 /// user's home (pyenv) is usually not reachable by `nobody`.
 const PYTHON: &str = "python3";
@@ -49,6 +60,8 @@ const NOBODY: u32 = 65534;
 const PRIVATE_DIRS: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
 /// The source name of those tmpfs mounts, by which the runner recognises them.
 const TMPFS_NAME: &str = "harness-sandbox";
+/// The descriptor the program writes its reply to.
+const REPLY_FD: i32 = 3;
 
 /// Limits of one sandboxed program.
 #[derive(Debug, Clone)]
@@ -69,6 +82,8 @@ pub struct SandboxConfig {
     pub max_open_files: u64,
     /// How much of stdout and stderr is kept in the outcome.
     pub output_bytes: usize,
+    /// The largest reply (the encoded results of the calls); a larger one fails.
+    pub reply_bytes: usize,
     /// Programs run at the same time.
     pub parallel: usize,
 }
@@ -84,6 +99,7 @@ impl Default for SandboxConfig {
             max_file_bytes: 16 << 20,
             max_open_files: 64,
             output_bytes: 16 << 10,
+            reply_bytes: 1 << 20,
             parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
@@ -110,6 +126,23 @@ pub struct Outcome {
     pub wall: Duration,
 }
 
+impl Outcome {
+    /// The outcome of a program that did not run (tests that cannot be split, a sandbox
+    /// that could not be set up).
+    fn unrun(reason: String) -> Self {
+        Outcome {
+            passed: false,
+            reason,
+            network: "unknown".into(),
+            pid_namespace: false,
+            files: "unknown".into(),
+            stdout: String::new(),
+            stderr: String::new(),
+            wall: Duration::ZERO,
+        }
+    }
+}
+
 /// One program to run: candidate code, the test program that follows it, and the function
 /// the tests call.
 #[derive(Debug, Clone)]
@@ -125,6 +158,7 @@ pub struct Sandbox {
     root: tempfile::TempDir,
     as_root: bool,
     counter: AtomicUsize,
+    judge: Judge,
 }
 
 impl Sandbox {
@@ -139,10 +173,11 @@ impl Sandbox {
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o711))
             .map_err(|e| BenchError::io(root.path(), e))?;
         let sandbox = Sandbox {
-            config,
             root,
             as_root: Uid::effective().is_root(),
             counter: AtomicUsize::new(0),
+            judge: Judge::new(&config.python),
+            config,
         };
         let check = sandbox.run(&Job {
             code: "def f():\n    return 1\n".into(),
@@ -208,57 +243,74 @@ impl Sandbox {
                 outcome
             }
             Err(e) => Outcome {
-                passed: false,
-                reason: format!("sandbox-error: {e}"),
-                network: "unknown".into(),
-                pid_namespace: false,
-                files: "unknown".into(),
-                stdout: String::new(),
-                stderr: String::new(),
                 wall: started.elapsed(),
+                ..Outcome::unrun(format!("sandbox-error: {e}"))
             },
         }
     }
 
     fn try_run(&self, job: &Job) -> Result<Outcome> {
+        let plan = match self.judge.plan(&job.tests, &job.entry_point) {
+            Ok(plan) => plan,
+            Err(reason) => return Ok(Outcome::unrun(reason)),
+        };
         let id = self.counter.fetch_add(1, Ordering::Relaxed);
         let dir = self.root.path().join(format!("job-{id}"));
-        let io = |e| BenchError::io(&dir, e);
-        std::fs::create_dir(&dir).map_err(io)?;
-        let nonce = nonce();
-        let runner = RUNNER
-            .replace("NONCE_PLACEHOLDER", &nonce)
-            .replace("PRIVATE_DIRS_PLACEHOLDER", &PRIVATE_DIRS.join(":"))
-            .replace("TMPFS_NAME_PLACEHOLDER", TMPFS_NAME)
-            .replace("ENTRY_POINT_PLACEHOLDER", &job.entry_point);
-        std::fs::write(dir.join("runner.py"), runner).map_err(io)?;
-        std::fs::write(dir.join("candidate.py"), &job.code).map_err(io)?;
-        std::fs::write(dir.join("tests.py"), &job.tests).map_err(io)?;
+        let new_root = self.root.path().join(format!("job-{id}.root"));
+        let outcome = self.run_in(&dir, &new_root, job, &plan);
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir(&new_root);
+        outcome
+    }
+
+    /// Runs the candidate's side in `dir` (its file system built on the empty `new_root`)
+    /// and asks the judge for the verdict.
+    fn run_in(&self, dir: &Path, new_root: &Path, job: &Job, plan: &Plan) -> Result<Outcome> {
+        let io = |e| BenchError::io(dir, e);
+        std::fs::create_dir(dir).map_err(io)?;
+        std::fs::create_dir(new_root).map_err(|e| BenchError::io(new_root, e))?;
+        let runner_job = serde_json::json!({
+            "entry_point": job.entry_point,
+            "setup": plan.setup,
+            "calls": plan.calls,
+            "private_dirs": PRIVATE_DIRS,
+            "tmpfs_name": TMPFS_NAME,
+            "reply_limit": self.config.reply_bytes,
+        });
+        std::fs::write(dir.join("runner.py"), RUNNER).map_err(io)?;
+        std::fs::write(dir.join("program.py"), &job.code).map_err(io)?;
+        std::fs::write(dir.join("job.json"), runner_job.to_string()).map_err(io)?;
         let mut stdout = output_file(&dir.join(".stdout"))?;
         let mut stderr = output_file(&dir.join(".stderr"))?;
         if self.as_root {
-            std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).map_err(io)?;
+            std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY)).map_err(io)?;
         }
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
 
         let mut command = Command::new(&self.config.python);
         command
             .args(["-I", "-S", "-B", "runner.py"])
-            .current_dir(&dir)
+            .current_dir(dir)
             .env_clear()
-            .env("HOME", &dir)
+            .env("HOME", dir)
             .env("LC_ALL", "C.UTF-8")
             .stdin(Stdio::null())
             .stdout(stdout.try_clone().map_err(io)?)
             .stderr(stderr.try_clone().map_err(io)?);
-        let limits = self.limits();
-        let mounts = MountPlan::new(&dir, self.config.max_file_bytes)?;
-        let as_root = self.as_root;
+        let pipe = ReplyPipe::new(self.config.reply_bytes).map_err(io)?;
+        let (limits, as_root) = (self.limits(), self.as_root);
+        let mounts = MountPlan::new(
+            dir,
+            new_root,
+            &self.config.python,
+            self.config.max_file_bytes,
+        )?;
+        let reply_fd = pipe.write.as_raw_fd();
         // SAFETY: the closure runs in the forked child before exec and calls only
-        // async-signal-safe functions (setsid, setrlimit, unshare, fork, waitpid, close,
-        // setgroups/setgid/setuid, _exit); it allocates nothing.
+        // async-signal-safe functions (dup2, fcntl, setsid, setrlimit, unshare, mount, fork,
+        // waitpid, close, setgroups/setgid/setuid, _exit); it allocates nothing.
         unsafe {
-            command.pre_exec(move || confine(&limits, &mounts, as_root));
+            command.pre_exec(move || confine(&limits, &mounts, as_root, reply_fd));
         }
         let mut child = command.spawn().map_err(|e| {
             BenchError::Sandbox(format!(
@@ -266,43 +318,55 @@ impl Sandbox {
                 self.config.python.display()
             ))
         })?;
+        drop(pipe.write);
         let pgid = Pid::from_raw(child.id() as i32);
-        let status = child.wait_timeout(self.config.timeout).map_err(io)?;
+        let collected = reply::collect(
+            &mut child,
+            pipe.read,
+            self.config.timeout,
+            self.config.reply_bytes,
+        );
         // Whatever happened, nothing of this program outlives this call.
         let _ = killpg(pgid, Signal::SIGKILL);
-        let status = match status {
-            Some(status) => Some(status),
-            None => {
-                let _ = child.wait();
-                None
-            }
-        };
-        let result = std::fs::read_to_string(dir.join(".result")).unwrap_or_default();
+        let _ = child.kill();
+        let _ = child.wait();
+        let collected = collected.map_err(io)?;
         let limit = self.config.output_bytes;
-        let mut outcome = Outcome {
-            passed: false,
-            reason: String::new(),
-            network: "unknown".into(),
+        let (stdout, stderr) = (read_head(&mut stdout, limit), read_head(&mut stderr, limit));
+        let decision = self.decide(job, &collected, &stderr);
+        Ok(Outcome {
+            passed: decision.passed,
+            reason: decision.reason,
+            network: decision.network,
             pid_namespace: probe_pid_namespace(),
-            files: "unknown".into(),
-            stdout: read_head(&mut stdout, limit),
-            stderr: read_head(&mut stderr, limit),
+            files: decision.files,
+            stdout,
+            stderr,
             wall: Duration::ZERO,
-        };
-        match result.strip_prefix(&nonce).map(str::trim) {
-            Some(report) => {
-                let mut fields = report.splitn(3, ' ');
-                let (network, files) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
-                let status = fields.next().unwrap_or("");
-                outcome.network = network.to_string();
-                outcome.files = files.to_string();
-                outcome.passed = status == "pass";
-                outcome.reason = status.to_string();
-            }
-            None => outcome.reason = why_no_report(status, &outcome.stderr),
+        })
+    }
+
+    /// The judge's verdict on what came back; a reply past the limit fails without it.
+    fn decide(&self, job: &Job, collected: &Collected, stderr: &str) -> Decision {
+        if collected.oversized {
+            return Decision {
+                passed: false,
+                reason: format!(
+                    "fail reply-too-large: the results passed {} bytes",
+                    self.config.reply_bytes
+                ),
+                network: "unknown".into(),
+                files: "unknown".into(),
+            };
         }
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(outcome)
+        let clean = collected.status.is_some_and(|s| s.code() == Some(0));
+        self.judge.decide(
+            &job.tests,
+            &job.entry_point,
+            &String::from_utf8_lossy(&collected.reply),
+            clean,
+            &why_no_report(collected.status, stderr),
+        )
     }
 
     fn limits(&self) -> Limits {
@@ -314,177 +378,6 @@ impl Sandbox {
             open_files: self.config.max_open_files,
         }
     }
-}
-
-#[derive(Clone, Copy)]
-struct Limits {
-    cpu: u64,
-    memory: u64,
-    processes: u64,
-    file: u64,
-    open_files: u64,
-}
-
-/// What a program's mount namespace gets, prepared before fork: nothing may be allocated
-/// between fork and exec.
-struct MountPlan {
-    /// The job directory and its ancestors below `/`, outermost first.
-    job_path: Vec<CString>,
-    private_dirs: Vec<CString>,
-    tmpfs_name: CString,
-    tmpfs_options: CString,
-}
-
-impl MountPlan {
-    fn new(job_dir: &Path, size: u64) -> Result<Self> {
-        let c = |s: &str| {
-            CString::new(s).map_err(|_| BenchError::Sandbox(format!("a NUL in path {s:?}")))
-        };
-        let mut job_path: Vec<CString> = job_dir
-            .ancestors()
-            .filter(|p| p.parent().is_some())
-            .map(|p| c(&p.to_string_lossy()))
-            .collect::<Result<_>>()?;
-        job_path.reverse();
-        Ok(MountPlan {
-            job_path,
-            private_dirs: PRIVATE_DIRS
-                .iter()
-                .filter(|d| Path::new(d).is_dir())
-                .map(|d| c(d))
-                .collect::<Result<_>>()?,
-            tmpfs_name: c(TMPFS_NAME)?,
-            tmpfs_options: c(&format!("size={size},mode=1777"))?,
-        })
-    }
-}
-
-/// In the program's new mount namespace (made private first, so nothing reaches the host):
-/// everything read-only, a fresh tmpfs on each private directory, and the program's own
-/// directory bound, writable, at its usual path (recreated inside the new `/tmp`).
-fn private_file_system(plan: &MountPlan) -> nix::Result<()> {
-    let check = |rc: libc::c_int| nix::errno::Errno::result(rc).map(drop);
-    let none = std::ptr::null::<libc::c_char>();
-    let root = c"/".as_ptr();
-    // SAFETY: mount, mkdir, chdir and the mount_setattr syscall take NUL-terminated strings
-    // that live in `plan` (made before fork) or are static, and a struct on the stack.
-    unsafe {
-        check(libc::mount(
-            none,
-            root,
-            none,
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ))?;
-        let read_only = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        let recursive = libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            root,
-            AT_RECURSIVE,
-            &read_only as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        );
-        if recursive != 0 {
-            // Before Linux 5.12: the root mount alone.
-            let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
-            check(libc::mount(none, root, none, flags, std::ptr::null()))?;
-        }
-        for private in &plan.private_dirs {
-            check(libc::mount(
-                plan.tmpfs_name.as_ptr(),
-                private.as_ptr(),
-                c"tmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                plan.tmpfs_options.as_ptr().cast(),
-            ))?;
-        }
-        for dir in &plan.job_path {
-            libc::mkdir(dir.as_ptr(), 0o711); // exists already unless under a new tmpfs
-        }
-        // The working directory (set before this runs) is still the real job directory.
-        let Some(job) = plan.job_path.last() else {
-            return Ok(());
-        };
-        check(libc::mount(
-            c".".as_ptr(),
-            job.as_ptr(),
-            none,
-            libc::MS_BIND,
-            std::ptr::null(),
-        ))?;
-        let writable = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV;
-        check(libc::mount(
-            none,
-            job.as_ptr(),
-            none,
-            writable,
-            std::ptr::null(),
-        ))?;
-        check(libc::chdir(job.as_ptr()))?;
-    }
-    Ok(())
-}
-
-/// `struct mount_attr` of mount_setattr(2).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const AT_RECURSIVE: libc::c_int = 0x8000;
-
-/// Runs in the child between fork and exec (see the SAFETY note at the call).
-fn confine(limits: &Limits, mounts: &MountPlan, as_root: bool) -> std::io::Result<()> {
-    setsid()?;
-    // Kill this process if the harness thread that started it dies.
-    // SAFETY: prctl with PR_SET_PDEATHSIG takes an integer argument only.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    setrlimit(Resource::RLIMIT_CPU, limits.cpu, limits.cpu + 1)?;
-    setrlimit(Resource::RLIMIT_AS, limits.memory, limits.memory)?;
-    setrlimit(Resource::RLIMIT_FSIZE, limits.file, limits.file)?;
-    setrlimit(
-        Resource::RLIMIT_NOFILE,
-        limits.open_files,
-        limits.open_files,
-    )?;
-    setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
-    if as_root {
-        // Counted per uid: as `nobody` this counts only sandboxed programs. (An ordinary
-        // user's own processes would count too, so the limit is not set for one.)
-        setrlimit(Resource::RLIMIT_NPROC, limits.processes, limits.processes)?;
-    }
-    if enter_namespaces(as_root).is_ok() {
-        // Best effort: the runner reports whether the file system is private.
-        let _ = private_file_system(mounts);
-        // The caller stays outside the new PID namespace and its first child is PID 1 there.
-        // PID 1 only relays: the kernel does not deliver default-action signals such as
-        // SIGXCPU to a namespace's init, so the program itself runs as PID 2. When PID 1
-        // exits, the kernel kills everything left in the namespace.
-        for _ in 0..2 {
-            // SAFETY: fork in a single-threaded child before exec.
-            if let ForkResult::Parent { child } = unsafe { fork() }? {
-                relay(child);
-            }
-        }
-    }
-    if as_root {
-        nix::unistd::setgroups(&[])?;
-        nix::unistd::setgid(Gid::from_raw(NOBODY))?;
-        nix::unistd::setuid(Uid::from_raw(NOBODY))?;
-    }
-    // Changing credentials cleared the death signal: set it again for the program itself.
-    // SAFETY: as above.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    Ok(())
 }
 
 /// An absolute interpreter path: a bare name is looked up in the system directories, then
@@ -509,56 +402,6 @@ fn resolve_interpreter(python: &Path) -> Result<PathBuf> {
                 SYSTEM_BIN_DIRS.join(", ")
             ))
         })
-}
-
-/// Waits for `child` and exits with its status (a signal as 128 + its number), holding
-/// nothing of the harness: its SIGCHLD handler (wait-timeout's self-pipe, inherited through
-/// fork) is reset and every inherited descriptor above stderr (the spawn error pipe) closed.
-fn relay(child: Pid) -> ! {
-    // SAFETY: signal, close_range (via syscall), waitpid and _exit are async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-    }
-    let code = loop {
-        match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, code)) => break code,
-            Ok(WaitStatus::Signaled(_, signal, _)) => break 128 + signal as i32,
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break 125,
-        }
-    };
-    // SAFETY: _exit skips the harness's atexit handlers, which are not this process's.
-    unsafe { libc::_exit(code) }
-}
-
-/// Moves the calling process into new PID, network and mount namespaces: directly as root,
-/// else through a new user namespace where unprivileged ones are allowed.
-fn enter_namespaces(as_root: bool) -> nix::Result<()> {
-    let flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS;
-    nix::sched::unshare(flags).or_else(|e| match as_root {
-        true => Err(e),
-        false => nix::sched::unshare(flags | CloneFlags::CLONE_NEWUSER),
-    })
-}
-
-/// Whether this kernel lets the sandbox make PID and network namespaces (probed once by
-/// starting `true` the way programs are started).
-fn probe_pid_namespace() -> bool {
-    static PROBE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *PROBE.get_or_init(|| {
-        let as_root = Uid::effective().is_root();
-        let mut command = Command::new("true");
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: unshare is async-signal-safe and nothing is allocated.
-        unsafe {
-            command.pre_exec(move || enter_namespaces(as_root).map_err(std::io::Error::from));
-        }
-        command.status().is_ok_and(|s| s.success())
-    })
 }
 
 /// Why a program left no result line.
@@ -598,13 +441,4 @@ fn read_head(file: &mut File, limit: usize) -> String {
         let _ = file.take(limit as u64).read_to_end(&mut buffer);
     }
     String::from_utf8_lossy(&buffer).into_owned()
-}
-
-/// 128 random bits from the kernel, hex-encoded.
-fn nonce() -> String {
-    let mut bytes = [0u8; 16];
-    if let Ok(mut urandom) = File::open("/dev/urandom") {
-        let _ = urandom.read_exact(&mut bytes);
-    }
-    hex::encode(bytes)
 }
