@@ -183,23 +183,26 @@ os._exit(0)
     let o = forged("write to every descriptor", every_descriptor);
     assert!(o.reason.starts_with("fail malformed-reply"), "{o:?}");
 
-    // A well-formed reply that claims a value: the judge compares it like any result.
-    let claim = r#"
-import os
-os.write(3, b'["ready"]\n["value", 0, ["str", "secret-000000"]]\n["done"]\n')
-os._exit(0)
-"#;
-    let o = forged("claim the expected value", claim);
-    assert!(o.reason.starts_with("fail assertion"), "{o:?}");
-
-    // A claim tagged as another type cannot stand for a string either.
-    let tagged = r#"
-import os
-os.write(3, b'["ready"]\n["value", 0, ["other", "str"]]\n["done"]\n')
-os._exit(0)
-"#;
-    let o = forged("claim through a type tag", tagged);
-    assert!(o.reason.starts_with("fail type-mismatch"), "{o:?}");
+    // A well-formed reply that claims a value: the judge compares it like any result, and
+    // a claim tagged as another type cannot stand for a string either.
+    for (name, claimed, reason) in [
+        (
+            "claim the expected value",
+            r#"["str", "secret-000000"]"#,
+            "fail assertion",
+        ),
+        (
+            "claim through a type tag",
+            r#"["other", "str"]"#,
+            "fail type-mismatch",
+        ),
+    ] {
+        let claim = format!(
+            "import os\nos.write(3, b'[\"ready\"]\\n[\"value\", 0, {claimed}]\\n[\"done\"]\\n')\nos._exit(0)\n"
+        );
+        let o = forged(name, &claim);
+        assert!(o.reason.starts_with(reason), "{name}: {o:?}");
+    }
 
     let printed = r#"
 import sys

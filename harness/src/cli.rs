@@ -62,6 +62,10 @@ pub struct ReportArgs {
     /// Skip SentenceBERT diversity (no encoder fetch, no embedding time).
     #[arg(long)]
     pub no_semantic: bool,
+    /// Bootstrap resamples of the 95% intervals (0: none); default: what the run recorded,
+    /// else 1000.
+    #[arg(long)]
+    pub bootstrap: Option<u32>,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
     #[command(flatten)]
@@ -70,13 +74,22 @@ pub struct ReportArgs {
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// Run directories, each with a metrics.csv (from `harness bench` or `harness report`);
-    /// greedy agreement is measured against the first.
+    /// Run directories, each with a metrics.csv (from `harness bench` or `harness report`),
+    /// or one method of a loop (`RUN/sft`), or loop directories (all of them: compared
+    /// method by method); greedy agreement and paired changes are measured against the
+    /// first.
     #[arg(required = true, num_args = 2..)]
     pub runs: Vec<PathBuf>,
     /// Where the comparison's CSVs and plots go (default: runs/compare-<unix time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Bootstrap resamples of the paired changes' 95% intervals (0: none).
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: u32,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
 }
 
 /// Where task data comes from.
@@ -219,9 +232,10 @@ pub struct BenchArgs {
     /// Min-p sampling (0: off).
     #[arg(long, default_value_t = 0.0)]
     pub min_p: f32,
-    /// Largest number of new tokens per response.
-    #[arg(long, default_value_t = 256)]
-    pub max_tokens: u32,
+    /// Largest number of new tokens per response (default: each task's, see `harness
+    /// tasks`).
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
     /// Generate through end-of-sequence tokens up to --max-tokens (throughput benchmarks).
     #[arg(long)]
     pub ignore_eos: bool,
@@ -244,6 +258,10 @@ pub struct BenchArgs {
     /// Skip SentenceBERT diversity in the reports (no encoder fetch, no embedding time).
     #[arg(long)]
     pub no_semantic: bool,
+    /// Bootstrap resamples of the reports' 95% intervals over problems (0: none); seeded
+    /// with --seed and recorded in the manifest.
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: u32,
     #[command(flatten)]
     pub llamacpp: LlamaCppArgs,
     #[command(flatten)]

@@ -34,6 +34,8 @@ pub struct Plan {
     pub greedy: bool,
     /// Samples per problem at the sampling settings.
     pub n: u32,
+    /// Largest number of new tokens per response (overrides the settings' for this plan).
+    pub max_tokens: u32,
     /// Sample j is drawn with seed `seed + j`; the greedy response with `seed`.
     pub seed: u64,
 }
@@ -189,6 +191,7 @@ fn generate(
                     prompt: to_backend_prompt(&prompt),
                     sampling: backends::Sampling {
                         stop: stop.clone(),
+                        max_tokens: plan.max_tokens,
                         ..sampling.clone()
                     },
                     seed: plan.seed,

@@ -32,6 +32,9 @@ use crate::run_dir::write_atomic;
 pub struct EvalSet {
     pub task: String,
     pub split: String,
+    /// Largest number of new tokens per response (`--max-tokens`, else the task's default).
+    #[serde(default)]
+    pub max_tokens: u32,
 }
 
 impl EvalSet {
@@ -156,6 +159,36 @@ impl LoopDir {
     /// Where a method's reports go.
     pub fn reports(&self, method: LoopMethod) -> PathBuf {
         self.root.join(method.name())
+    }
+
+    /// The sample files of a method's rounds up to `last`, in round order.
+    pub fn method_files(&self, method: LoopMethod, last: u32) -> Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        for round in 0..=last {
+            let folder = self.round(method, round);
+            let eval = folder.join("eval");
+            if eval.is_dir() {
+                let mut found: Vec<PathBuf> = std::fs::read_dir(&eval)?
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                    .collect();
+                found.sort();
+                files.extend(found);
+            }
+            let train = folder.join("train_samples.jsonl");
+            if train.exists() {
+                files.push(train);
+            }
+        }
+        Ok(files)
+    }
+
+    /// An existing loop directory, without checking or rewriting its manifest (to read it).
+    pub fn existing(root: &Path) -> Self {
+        LoopDir {
+            root: root.to_path_buf(),
+        }
     }
 }
 

@@ -24,10 +24,32 @@ pub struct RoundJob<'a> {
     pub m0: &'a Path,
     /// M_{round-1}'s folder; None for M1.
     pub previous: Option<&'a Path>,
-    /// DPO's reference model (a GGUF); None: the model training starts from.
+    /// DPO's reference model (a GGUF or a Hugging Face folder); None: the model training
+    /// starts from.
     pub reference: Option<PathBuf>,
+    /// Also write the merged model as `hf/` when M0 is a Hugging Face folder (M1, when a
+    /// later round takes it as DPO's reference: a LoRA round over a folder writes only its
+    /// adapter otherwise).
+    pub export_whole: bool,
     /// The folder to write (created by the trainer).
     pub out: &'a Path,
+}
+
+/// M1 as a model the trainer loads whole, for `--dpo-ref m1`: its `model.gguf` (M0 a GGUF),
+/// else its `hf/` (M0 a Hugging Face folder).
+pub fn m1_reference(m1: &Path) -> Result<PathBuf> {
+    let (gguf, hf) = (m1.join("model.gguf"), m1.join("hf"));
+    if gguf.is_file() {
+        return Ok(gguf);
+    }
+    if hf.join("config.json").is_file() {
+        return Ok(hf);
+    }
+    bail!(
+        "--dpo-ref m1: M1 in {} has neither model.gguf nor hf/ (a merged model); an --m1 folder \
+         over a Hugging Face M0 must hold hf/ (harness train --export-hf)",
+        m1.display()
+    )
 }
 
 impl RoundJob<'_> {
@@ -117,7 +139,7 @@ pub fn candle_job(t: &LoopTrainArgs, job: &RoundJob) -> Result<TrainJob> {
         max_len: t.max_len,
         out: job.out.to_path_buf(),
         gguf,
-        hf: from_folder && !lora,
+        hf: from_folder && (!lora || job.export_whole),
         device: crate::cmd::train::device()?,
         dtype: candle_core::DType::F32,
     })
@@ -205,4 +227,22 @@ fn external_env(
         ("HARNESS_GGUF_TYPE", format!("{export:?}").to_lowercase()),
     ];
     Ok(envs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn m1_reference_is_the_gguf_else_the_merged_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let m1 = dir.path();
+        let error = m1_reference(m1).unwrap_err().to_string();
+        assert!(error.contains("neither model.gguf nor hf/"), "{error}");
+        std::fs::create_dir(m1.join("hf")).unwrap();
+        std::fs::write(m1.join("hf/config.json"), "{}").unwrap();
+        assert_eq!(m1_reference(m1).unwrap(), m1.join("hf"));
+        std::fs::write(m1.join("model.gguf"), "").unwrap();
+        assert_eq!(m1_reference(m1).unwrap(), m1.join("model.gguf"));
+    }
 }

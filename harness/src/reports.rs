@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use benchmarks::{Grader, GraderKind, Problem, Sample, Sandbox};
-use results::{Embedder, ProblemGroups, RunInfo, SampleSet, SentenceEncoder};
+use results::{Bootstrap, Embedder, ProblemGroups, RunInfo, SampleSet, SentenceEncoder};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::cli::{DataArgs, SandboxArgs};
@@ -21,8 +22,54 @@ pub struct ReportOptions<'a> {
     pub regrade: bool,
     /// Compute SentenceBERT diversity (fetches the encoder on first use).
     pub semantic: bool,
+    /// Resamples and seed of the metrics' 95% intervals.
+    pub bootstrap: Bootstrap,
     pub sandbox: &'a SandboxArgs,
     pub data: &'a DataArgs,
+}
+
+/// The report settings a run directory's manifest records under `reports` (not compared on
+/// resume: they change no sample), so `harness report` later writes the same files.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ReportSettings {
+    /// Bootstrap resamples of the intervals (0: none).
+    pub bootstrap: u32,
+    /// The bootstrap's seed (the run's `--seed`).
+    pub bootstrap_seed: u64,
+}
+
+impl ReportSettings {
+    pub fn bootstrap(self) -> Bootstrap {
+        Bootstrap {
+            resamples: self.bootstrap,
+            seed: self.bootstrap_seed,
+        }
+    }
+
+    /// What a run directory recorded; None when it recorded nothing (a run written before
+    /// intervals existed, or sample files from another tool).
+    pub fn recorded(dir: &Path) -> Result<Option<Self>> {
+        let reports = manifest(dir)?["reports"].clone();
+        if reports.is_null() {
+            return Ok(None);
+        }
+        let settings = serde_json::from_value(reports)
+            .with_context(|| format!("{}: field `reports`", dir.join("manifest.json").display()))?;
+        Ok(Some(settings))
+    }
+
+    /// Writes these settings into the directory's manifest (under `reports`).
+    pub fn record(self, dir: &Path) -> Result<()> {
+        let mut manifest = manifest(dir)?;
+        if manifest.is_null() {
+            return Ok(());
+        }
+        manifest["reports"] = serde_json::to_value(self)?;
+        crate::run_dir::write_atomic(
+            &dir.join("manifest.json"),
+            serde_json::to_string_pretty(&manifest)?.as_bytes(),
+        )
+    }
 }
 
 /// The sample files of a run directory, in name order.
@@ -74,6 +121,22 @@ pub fn report_files(
     cache_dir: &Path,
     options: &ReportOptions,
 ) -> Result<results::Measures> {
+    let (info, measures) = measure_files(out, paths, settings, method, cache_dir, options)?;
+    results::write_reports(out, &info, &measures)?;
+    results::plot_run(out, &measures)?;
+    Ok(measures)
+}
+
+/// Measures the samples of `paths` (what [`report_files`] writes), and names the run after
+/// the folder `out`.
+pub fn measure_files(
+    out: &Path,
+    paths: &[PathBuf],
+    settings: &Value,
+    method: &str,
+    cache_dir: &Path,
+    options: &ReportOptions,
+) -> Result<(RunInfo, results::Measures)> {
     let arith_seed = settings["arith_seed"].as_u64().unwrap_or(options.data.seed);
     let source = options.data.source();
     let mut files: Vec<(PathBuf, Vec<Sample>)> = Vec::new();
@@ -146,7 +209,11 @@ pub fn report_files(
         true => Some(CachedEmbedder::open(cache_dir)?),
         false => None,
     };
-    let measures = results::measure(&sets, encoder.as_mut().map(|e| e as &mut dyn Embedder))?;
+    let measures = results::measure(
+        &sets,
+        encoder.as_mut().map(|e| e as &mut dyn Embedder),
+        options.bootstrap,
+    )?;
     let first = members.values().flatten().next();
     let info = RunInfo {
         run: out
@@ -158,9 +225,7 @@ pub fn report_files(
         model: text_or(&settings["model"], first.map(|s| s.model.as_str())),
         method: method.to_string(),
     };
-    results::write_reports(out, &info, &measures)?;
-    results::plot_run(out, &measures)?;
-    Ok(measures)
+    Ok((info, measures))
 }
 
 fn text_or(value: &Value, fallback: Option<&str>) -> String {

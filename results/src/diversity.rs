@@ -60,8 +60,13 @@ pub fn equations(response: &str) -> Vec<String> {
 }
 
 /// Distinct Equations of a response set: |unique equations in S| / |equations in S|. None
-/// when S holds no equation.
+/// for fewer than two responses (the rule of every diversity metric here: a lone response
+/// is not diverse or uniform, and counting it as 1.0 would move the mean as the number of
+/// correct responses per question shifts across rounds) or when S holds no equation.
 pub fn distinct_equations(responses: &[&str]) -> Option<f64> {
+    if responses.len() < 2 {
+        return None;
+    }
     let all: Vec<String> = responses.iter().flat_map(|r| equations(r)).collect();
     let unique: HashSet<&String> = all.iter().collect();
     (!all.is_empty()).then(|| unique.len() as f64 / all.len() as f64)
@@ -97,6 +102,7 @@ mod tests {
         // {2+3=5, 5*2=10, 5+5=10} unique of 4.
         assert_eq!(distinct_equations(&[a, b]), Some(0.75));
         assert_eq!(distinct_equations(&["none", "either"]), None);
-        assert_eq!(distinct_equations(&[a]), Some(1.0));
+        assert_eq!(distinct_equations(&[a]), None);
+        assert_eq!(distinct_equations(&[a, a]), Some(0.5));
     }
 }

@@ -5,6 +5,7 @@
 //! Results never sample or train: every number is recomputable from the sample files.
 
 mod bert;
+mod changes;
 mod compare;
 mod diversity;
 mod measure;
@@ -15,7 +16,9 @@ mod report;
 mod rounds;
 mod sbert;
 mod semantic;
+pub mod stats;
 
+pub use changes::{ChangeRow, method_changes, round_changes, write_changes};
 pub use compare::{Agreement, Compared, RunMeasures, compare, write_compare};
 pub use diversity::{distinct_equations, distinct_n, equations};
 pub use measure::{
@@ -29,3 +32,4 @@ pub use report::{RunInfo, read_metrics, write_reports};
 pub use rounds::{Coverage, coverage, improvement_set};
 pub use sbert::{MAX_TOKENS, MODEL_FILES, SentenceEncoder};
 pub use semantic::{Embedder, semantic_diversity};
+pub use stats::Bootstrap;

@@ -11,9 +11,10 @@ use benchmarks::Sample;
 use serde::Serialize;
 
 use crate::diversity::{distinct_equations, distinct_n};
-use crate::pass_at_k::{mean_pass_at_k, pass_at_k_levels};
+use crate::pass_at_k::{mean_pass_at_k, pass_at_k, pass_at_k_levels};
 use crate::rounds::{coverage, improvement_set};
 use crate::semantic::{Embedder, semantic_diversity};
+use crate::stats::{self, Bootstrap, Statistic, Units};
 
 /// Tasks whose responses carry equations (GSM8K-shaped answers with `<<a*b=c>>`), so
 /// Distinct Equations is reported for them.
@@ -50,6 +51,10 @@ pub struct MetricRow {
     pub subset: String,
     pub k: Option<u64>,
     pub value: Option<f64>,
+    /// The 95% bootstrap interval over the problems (or questions) the value rests on;
+    /// None when intervals are off or the value is undefined on most resamples.
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
     pub n_problems: usize,
 }
 
@@ -98,6 +103,9 @@ pub struct ImprovementRow {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Measures {
     pub metrics: Vec<MetricRow>,
+    /// The per-problem contributions of each row of `metrics` (same order), from which
+    /// paired changes between rounds and methods are computed.
+    pub units: Vec<Units>,
     pub coverage: Vec<CoverageRow>,
     pub improvement: Vec<ImprovementRow>,
 }
@@ -149,6 +157,7 @@ fn by_problem<'a>(set: &SampleSet<'a>) -> Result<Vec<(&'a str, ProblemSamples<'a
 pub fn measure<'e>(
     sets: &[SampleSet],
     mut embedder: Option<&mut (dyn Embedder + 'e)>,
+    bootstrap: Bootstrap,
 ) -> Result<Measures> {
     let mut out = Measures::default();
     let grouped = sets.iter().map(by_problem).collect::<Result<Vec<_>>>()?;
@@ -159,58 +168,78 @@ pub fn measure<'e>(
         }
         let mut rows = RowSink {
             set,
-            rows: &mut out.metrics,
+            out: &mut out,
+            bootstrap,
         };
         accuracy(&mut rows, problems, set.groups);
         group_disparity(&mut rows, problems, set.groups);
         diversity(&mut rows, problems, embedder.as_deref_mut())?;
         lengths(&mut rows, problems);
         if let Some(row) = coverage_row(set, problems) {
-            rows.push(
-                Metric::CoveragePooled,
-                "all",
-                None,
-                Some(row.pooled),
-                row.questions,
-            );
-            rows.push(
-                Metric::CoveragePerQuestion,
-                "all",
-                None,
-                Some(row.per_question_mean),
-                row.questions,
-            );
-            out.coverage.push(row);
+            let (pooled, per_question) = coverage_units(problems);
+            rows.push(Metric::CoveragePooled, "all", None, pooled, row.questions);
+            let n = row.questions;
+            rows.push(Metric::CoveragePerQuestion, "all", None, per_question, n);
+            rows.out.coverage.push(row);
         }
     }
-    improvement(sets, &grouped, &mut out);
-    cross_split_disparity(sets, &grouped, &mut out);
+    improvement(sets, &grouped, &mut out, bootstrap);
+    cross_split_disparity(sets, &grouped, &mut out, bootstrap);
     Ok(out)
 }
 
-/// Appends rows that share a set's task, split and round.
+/// Appends rows that share a set's task, split and round: the value and its interval from
+/// the row's units.
 struct RowSink<'s, 'a> {
     set: &'s SampleSet<'a>,
-    rows: &'s mut Vec<MetricRow>,
+    out: &'s mut Measures,
+    bootstrap: Bootstrap,
 }
 
 impl RowSink<'_, '_> {
-    fn push(&mut self, metric: Metric, subset: &str, k: Option<u64>, value: Option<f64>, n: usize) {
-        self.rows.push(MetricRow {
+    fn push(&mut self, metric: Metric, subset: &str, k: Option<u64>, units: Units, n: usize) {
+        let mut row = MetricRow {
             task: self.set.task.clone(),
             split: self.set.split.clone(),
             round: self.set.round,
             metric,
             subset: subset.to_string(),
             k,
-            value,
+            value: units.value(),
+            ci_low: None,
+            ci_high: None,
             n_problems: n,
-        });
+        };
+        if row.value.is_some() {
+            let key = format!("{}/{}/{}/{}", row.task, row.split, row.round, row.column());
+            if let Some((low, high)) = stats::interval(&units, self.bootstrap, &key) {
+                (row.ci_low, row.ci_high) = (Some(low), Some(high));
+            }
+        }
+        self.out.metrics.push(row);
+        self.out.units.push(units);
     }
 }
 
-fn mean(values: &[f64]) -> Option<f64> {
-    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+/// Ids and values as the units of a mean.
+fn mean_units(pairs: Vec<(String, f64)>) -> Units {
+    let (ids, values) = pairs.into_iter().unzip();
+    Units::mean(ids, values)
+}
+
+/// Ids and (numerator, denominator) pairs as the units of a ratio of sums.
+fn ratio_units(triples: Vec<(String, f64, f64)>) -> Units {
+    let mut ids = Vec::with_capacity(triples.len());
+    let (mut num, mut den) = (Vec::new(), Vec::new());
+    for (id, n, d) in triples {
+        ids.push(id);
+        num.push(n);
+        den.push(d);
+    }
+    Units {
+        ids,
+        statistic: Statistic::Ratio { num, den },
+    }
 }
 
 /// The subsets a problem counts in: `all`, then its level and subject if it has them.
@@ -234,40 +263,54 @@ fn accuracy(
     problems: &[(&str, ProblemSamples)],
     groups: &HashMap<String, ProblemGroups>,
 ) {
-    // subset -> (greedy outcomes, (drawn, correct) per problem with samples)
-    type Outcomes = (Vec<bool>, Vec<(u64, u64)>);
+    // subset -> (greedy outcome per problem, (id, drawn, correct) per problem with samples)
+    type Outcomes<'a> = (Vec<(String, f64)>, Vec<(&'a str, u64, u64)>);
     let mut by_subset: BTreeMap<String, Outcomes> = BTreeMap::new();
     let mut n_max = 0u64;
     for (id, p) in problems {
         for subset in subsets_of(id, groups) {
             let entry = by_subset.entry(subset).or_default();
             if let Some(g) = p.greedy {
-                entry.0.push(is_correct(g));
+                entry
+                    .0
+                    .push((id.to_string(), f64::from(u8::from(is_correct(g)))));
             }
             if !p.sampled.is_empty() {
                 entry
                     .1
-                    .push((p.sampled.len() as u64, p.correct_count() as u64));
+                    .push((id, p.sampled.len() as u64, p.correct_count() as u64));
             }
         }
         n_max = n_max.max(p.sampled.len() as u64);
     }
     // `all` first, then the groups in order.
-    let mut keys: Vec<&String> = by_subset.keys().collect();
+    let mut keys: Vec<String> = by_subset.keys().cloned().collect();
     keys.sort_by_key(|k| (k.as_str() != "all", group_sort_key(k)));
     for subset in keys {
-        let (greedy, counts) = &by_subset[subset];
+        let (greedy, counts) = by_subset.remove(&subset).expect("a key of the map");
         if !greedy.is_empty() {
-            let solved = greedy.iter().filter(|c| **c).count();
-            let value = solved as f64 / greedy.len() as f64;
-            rows.push(Metric::GreedyPass1, subset, None, Some(value), greedy.len());
+            let n = greedy.len();
+            rows.push(Metric::GreedyPass1, &subset, None, mean_units(greedy), n);
         }
         for k in pass_at_k_levels(n_max) {
-            if let (Some(value), problems) = mean_pass_at_k(counts, k) {
-                rows.push(Metric::PassAtK, subset, Some(k), Some(value), problems);
+            let units = pass_at_k_units(&counts, k);
+            if !units.is_empty() {
+                let n = units.len();
+                rows.push(Metric::PassAtK, &subset, Some(k), units, n);
             }
         }
     }
+}
+
+/// Each problem's pass@k, for the problems with at least k samples (the problems
+/// [`mean_pass_at_k`] averages over).
+fn pass_at_k_units(counts: &[(&str, u64, u64)], k: u64) -> Units {
+    mean_units(
+        counts
+            .iter()
+            .filter_map(|&(id, n, c)| pass_at_k(n, c, k).map(|v| (id.to_string(), v)))
+            .collect(),
+    )
 }
 
 /// Sort key that puts `level=10` after `level=9`.
@@ -288,42 +331,52 @@ fn group_disparity(
     problems: &[(&str, ProblemSamples)],
     groups: &HashMap<String, ProblemGroups>,
 ) {
-    let mut per_level = BTreeMap::new();
-    count_levels(&mut per_level, problems, groups);
-    push_disparity(rows, &per_level);
+    let mut outcomes = Vec::new();
+    level_outcomes(&mut outcomes, "", problems, groups);
+    push_disparity(rows, &outcomes);
 }
 
-/// (correct, total) greedy responses per level.
-type LevelCounts = BTreeMap<u8, (usize, usize)>;
+/// (id, level, greedy correct) of each problem with a level and a greedy response.
+type LevelOutcomes = Vec<(String, u8, bool)>;
 
-fn count_levels(
-    per_level: &mut LevelCounts,
+/// Appends the level outcomes of `problems`, ids prefixed (to tell splits apart).
+fn level_outcomes(
+    out: &mut LevelOutcomes,
+    prefix: &str,
     problems: &[(&str, ProblemSamples)],
     groups: &HashMap<String, ProblemGroups>,
 ) {
     for (id, p) in problems {
         if let (Some(level), Some(g)) = (groups.get(*id).and_then(|g| g.level), p.greedy) {
-            let entry = per_level.entry(level).or_default();
-            entry.0 += usize::from(is_correct(g));
-            entry.1 += 1;
+            out.push((format!("{prefix}{id}"), level, is_correct(g)));
         }
     }
 }
 
-fn push_disparity(rows: &mut RowSink, per_level: &LevelCounts) {
-    let (Some((&low, &(low_ok, low_n))), Some((&high, &(high_ok, high_n)))) =
-        (per_level.first_key_value(), per_level.last_key_value())
-    else {
+fn push_disparity(rows: &mut RowSink, outcomes: &LevelOutcomes) {
+    let (Some(low), Some(high)) = (
+        outcomes.iter().map(|o| o.1).min(),
+        outcomes.iter().map(|o| o.1).max(),
+    ) else {
         return;
     };
     if low == high {
         return;
     }
-    let p_low = low_ok as f64 / low_n as f64;
-    let p_high = high_ok as f64 / high_n as f64;
-    let value = (p_low > 0.0).then(|| (p_low - p_high) / p_low);
+    let ends: Vec<&(String, u8, bool)> = outcomes
+        .iter()
+        .filter(|o| o.1 == low || o.1 == high)
+        .collect();
+    let units = Units {
+        ids: ends.iter().map(|o| o.0.clone()).collect(),
+        statistic: Statistic::Disparity {
+            high: ends.iter().map(|o| o.1 == high).collect(),
+            correct: ends.iter().map(|o| o.2).collect(),
+        },
+    };
     let subset = format!("level={low} vs level={high}");
-    rows.push(Metric::GroupDisparity, &subset, None, value, low_n + high_n);
+    let n = units.len();
+    rows.push(Metric::GroupDisparity, &subset, None, units, n);
 }
 
 /// Group disparity across a task's splits of one round (arith: levels 1-3 in `test`, 4-5 in
@@ -333,6 +386,7 @@ fn cross_split_disparity(
     sets: &[SampleSet],
     grouped: &[Vec<(&str, ProblemSamples)>],
     out: &mut Measures,
+    bootstrap: Bootstrap,
 ) {
     let mut keys: Vec<(&str, u32)> = Vec::new();
     for set in sets {
@@ -341,7 +395,7 @@ fn cross_split_disparity(
         }
     }
     for (task, round) in keys {
-        let mut per_level = LevelCounts::new();
+        let mut outcomes = LevelOutcomes::new();
         // (lowest level, split), so the name reads from the easiest split (`test+ood`).
         let mut splits = Vec::new();
         for (set, problems) in sets.iter().zip(grouped) {
@@ -354,7 +408,8 @@ fn cross_split_disparity(
                 && set.round == round
                 && set.split != "train"
             {
-                count_levels(&mut per_level, problems, set.groups);
+                let prefix = format!("{}:", set.split);
+                level_outcomes(&mut outcomes, &prefix, problems, set.groups);
                 splits.push((lowest, set.split.as_str()));
             }
         }
@@ -370,19 +425,18 @@ fn cross_split_disparity(
             samples: &[],
             groups: sets[0].groups,
         };
-        push_disparity(
-            &mut RowSink {
-                set: &combined,
-                rows: &mut out.metrics,
-            },
-            &per_level,
-        );
+        let mut rows = RowSink {
+            set: &combined,
+            out,
+            bootstrap,
+        };
+        push_disparity(&mut rows, &outcomes);
     }
 }
 
 /// Distinct-N, SentenceBERT diversity and (for equation tasks) Distinct Equations of each
 /// question's sampled responses, over the correct and the incorrect ones separately,
-/// averaged over the questions where the metric is defined.
+/// averaged over the questions where the metric is defined (two responses or more).
 fn diversity<'e>(
     rows: &mut RowSink,
     problems: &[(&str, ProblemSamples)],
@@ -401,90 +455,103 @@ fn diversity<'e>(
         embeddings = texts.into_iter().zip(vectors).collect();
     }
     for (subset, want) in [("correct", true), ("incorrect", false)] {
-        let sets: Vec<Vec<&str>> = problems
+        let sets: Vec<(&str, Vec<&str>)> = problems
             .iter()
-            .map(|(_, p)| {
-                p.sampled
+            .map(|(id, p)| {
+                let responses = p
+                    .sampled
                     .iter()
                     .filter(|s| is_correct(s) == want)
                     .map(|s| s.response.as_str())
-                    .collect()
+                    .collect();
+                (*id, responses)
             })
             .collect();
-        let defined = |f: &dyn Fn(&[&str]) -> Option<f64>| -> Vec<f64> {
-            sets.iter().filter_map(|s| f(s)).collect()
+        let defined = |f: &dyn Fn(&[&str]) -> Option<f64>| -> Units {
+            mean_units(
+                sets.iter()
+                    .filter_map(|(id, s)| f(s).map(|v| (id.to_string(), v)))
+                    .collect(),
+            )
         };
         let distinct = defined(&distinct_n);
-        rows.push(
-            Metric::DistinctN,
-            subset,
-            None,
-            mean(&distinct),
-            distinct.len(),
-        );
+        let n = distinct.len();
+        rows.push(Metric::DistinctN, subset, None, distinct, n);
         if !embeddings.is_empty() {
             let semantic = defined(&|s: &[&str]| {
                 let vectors: Vec<&[f32]> = s.iter().map(|t| embeddings[t].as_slice()).collect();
                 semantic_diversity(&vectors)
             });
-            rows.push(
-                Metric::SbertDiversity,
-                subset,
-                None,
-                mean(&semantic),
-                semantic.len(),
-            );
+            let n = semantic.len();
+            rows.push(Metric::SbertDiversity, subset, None, semantic, n);
         }
         if with_equations {
             let equations = defined(&distinct_equations);
-            rows.push(
-                Metric::DistinctEquations,
-                subset,
-                None,
-                mean(&equations),
-                equations.len(),
-            );
+            let n = equations.len();
+            rows.push(Metric::DistinctEquations, subset, None, equations, n);
         }
     }
     Ok(())
 }
 
 /// Mean response length in tokens and the share of responses that stopped at max_tokens,
-/// for greedy and sampled responses separately.
-fn lengths(rows: &mut RowSink, problems: &[(&str, ProblemSamples)]) {
-    let greedy: Vec<&Sample> = problems.iter().filter_map(|(_, p)| p.greedy).collect();
-    let sampled: Vec<&Sample> = problems
-        .iter()
-        .flat_map(|(_, p)| p.sampled.clone())
-        .collect();
-    for (subset, samples) in [("greedy", greedy), ("sampled", sampled)] {
-        if samples.is_empty() {
+/// for greedy and sampled responses separately (per problem: the sums over its responses,
+/// so a resample of problems keeps each problem's responses together).
+fn lengths<'a>(rows: &mut RowSink, problems: &[(&str, ProblemSamples<'a>)]) {
+    for subset in ["greedy", "sampled"] {
+        let responses = |p: &ProblemSamples<'a>| -> Vec<&'a Sample> {
+            match subset {
+                "greedy" => p.greedy.into_iter().collect(),
+                _ => p.sampled.clone(),
+            }
+        };
+        if problems.iter().all(|(_, p)| responses(p).is_empty()) {
             continue;
         }
-        let tokens: Vec<f64> = samples
-            .iter()
-            .filter_map(|s| s.completion_tokens.map(f64::from))
-            .collect();
-        let hit = samples
-            .iter()
-            .filter(|s| s.finish_reason.as_deref() == Some("length"))
-            .count();
+        let mut tokens = Vec::new();
+        let mut hits = Vec::new();
+        for (id, p) in problems {
+            let mine = responses(p);
+            let counted: Vec<f64> = mine
+                .iter()
+                .filter_map(|s| s.completion_tokens.map(f64::from))
+                .collect();
+            let sum: f64 = counted.iter().sum();
+            tokens.push((id.to_string(), sum, counted.len() as f64));
+            let hit = mine
+                .iter()
+                .filter(|s| s.finish_reason.as_deref() == Some("length"))
+                .count();
+            hits.push((id.to_string(), hit as f64, mine.len() as f64));
+        }
+        let n = problems.len();
         rows.push(
             Metric::MeanResponseTokens,
             subset,
             None,
-            mean(&tokens),
-            problems.len(),
+            ratio_units(tokens),
+            n,
         );
-        let share = hit as f64 / samples.len() as f64;
-        rows.push(
-            Metric::MaxTokensShare,
-            subset,
-            None,
-            Some(share),
-            problems.len(),
-        );
+        rows.push(Metric::MaxTokensShare, subset, None, ratio_units(hits), n);
     }
+}
+
+/// Coverage's units: pooled (correct / drawn per problem) and per question (its share),
+/// over the problems with samples.
+fn coverage_units(problems: &[(&str, ProblemSamples)]) -> (Units, Units) {
+    let asked: Vec<(String, f64, f64)> = problems
+        .iter()
+        .filter(|(_, p)| !p.sampled.is_empty())
+        .map(|(id, p)| {
+            (
+                id.to_string(),
+                p.correct_count() as f64,
+                p.sampled.len() as f64,
+            )
+        })
+        .collect();
+    let shares = asked.iter().map(|(id, c, n)| (id.clone(), c / n)).collect();
+    (ratio_units(asked), mean_units(shares))
 }
 
 fn coverage_row(set: &SampleSet, problems: &[(&str, ProblemSamples)]) -> Option<CoverageRow> {
@@ -514,9 +581,15 @@ fn greedy_outcomes<'a>(problems: &[(&'a str, ProblemSamples)]) -> BTreeMap<&'a s
 }
 
 /// For every set of round t > 1 with a round-1 set of the same task and split: |IS(t)| and
-/// round 1's pass@k on IS(t) for k = 1, 2, 4, ..., n.
+/// round 1's pass@k on IS(t) for k = 1, 2, 4, ..., n. Sets without greedy responses (the
+/// training questions) have no improvement set.
 /// `grouped[i]` holds the problems of `sets[i]`.
-fn improvement(sets: &[SampleSet], grouped: &[Vec<(&str, ProblemSamples)>], out: &mut Measures) {
+fn improvement(
+    sets: &[SampleSet],
+    grouped: &[Vec<(&str, ProblemSamples)>],
+    out: &mut Measures,
+    bootstrap: Bootstrap,
+) {
     for (set, problems) in sets.iter().zip(grouped).filter(|(s, _)| s.round > 1) {
         let Some(first) = sets
             .iter()
@@ -525,41 +598,62 @@ fn improvement(sets: &[SampleSet], grouped: &[Vec<(&str, ProblemSamples)>], out:
             continue;
         };
         let first_problems = &grouped[first];
-        let is: BTreeSet<&str> =
-            improvement_set(&greedy_outcomes(first_problems), &greedy_outcomes(problems))
-                .into_iter()
-                .collect();
+        let (first_greedy, greedy) = (greedy_outcomes(first_problems), greedy_outcomes(problems));
+        if first_greedy.is_empty() || greedy.is_empty() {
+            // No greedy responses (the training questions): IS(t) is undefined, not empty.
+            continue;
+        }
+        let is: BTreeSet<&str> = improvement_set(&first_greedy, &greedy)
+            .into_iter()
+            .collect();
         let mut rows = RowSink {
             set,
-            rows: &mut out.metrics,
+            out: &mut *out,
+            bootstrap,
         };
-        rows.push(
-            Metric::ImprovementSetSize,
-            "all",
-            None,
-            Some(is.len() as f64),
-            is.len(),
-        );
-        let counts: Vec<(u64, u64)> = first_problems
-            .iter()
-            .filter(|(id, p)| is.contains(id) && !p.sampled.is_empty())
-            .map(|(_, p)| (p.sampled.len() as u64, p.correct_count() as u64))
+        // Over the problems both rounds answered greedily: 1 for each in IS(t).
+        let paired: Vec<(String, f64)> = greedy
+            .keys()
+            .filter(|id| first_greedy.contains_key(*id))
+            .map(|id| (id.to_string(), f64::from(u8::from(is.contains(id)))))
             .collect();
+        let (ids, num) = paired.into_iter().unzip();
+        let size = Units {
+            ids,
+            statistic: Statistic::Count { num },
+        };
+        rows.push(Metric::ImprovementSetSize, "all", None, size, is.len());
         let n_max = first_problems
             .iter()
             .map(|(_, p)| p.sampled.len() as u64)
             .max()
             .unwrap_or(0);
         for k in pass_at_k_levels(n_max) {
-            let (value, problems) = mean_pass_at_k(&counts, k);
+            // Round 1's pass@k over its problems with k samples, counted for those in IS(t).
+            let units = ratio_units(
+                first_problems
+                    .iter()
+                    .filter_map(|(id, p)| {
+                        let value = pass_at_k(p.sampled.len() as u64, p.correct_count() as u64, k)?;
+                        let member = f64::from(u8::from(is.contains(id)));
+                        Some((id.to_string(), member * value, member))
+                    })
+                    .collect(),
+            );
+            let counted: Vec<(u64, u64)> = first_problems
+                .iter()
+                .filter(|(id, p)| is.contains(id) && !p.sampled.is_empty())
+                .map(|(_, p)| (p.sampled.len() as u64, p.correct_count() as u64))
+                .collect();
+            let (value, n) = mean_pass_at_k(&counted, k);
             rows.push(
                 Metric::ImprovementSetRound1PassAtK,
                 "all",
                 Some(k),
-                value,
-                problems,
+                units,
+                n,
             );
-            out.improvement.push(ImprovementRow {
+            rows.out.improvement.push(ImprovementRow {
                 task: set.task.clone(),
                 split: set.split.clone(),
                 round: set.round,

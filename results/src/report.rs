@@ -93,6 +93,8 @@ fn metrics_csv(run: &RunInfo, rows: &[MetricRow]) -> Result<Vec<u8>> {
         "k",
         "value",
         "n_problems",
+        "ci_low",
+        "ci_high",
     ])?;
     for r in rows {
         w.write_record([
@@ -108,6 +110,8 @@ fn metrics_csv(run: &RunInfo, rows: &[MetricRow]) -> Result<Vec<u8>> {
             &r.k.map_or_else(String::new, |k| k.to_string()),
             &value_text(r.value),
             &r.n_problems.to_string(),
+            &value_text(r.ci_low),
+            &value_text(r.ci_high),
         ])?;
     }
     finish(w)
@@ -178,52 +182,66 @@ pub(crate) fn write(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<()> {
 }
 
 /// Reads a `metrics.csv` written by [`write_reports`]: the run's identity (from its first
-/// row) and its rows. Errors name the file and line.
+/// row) and its rows. Columns are found by name (`ci_low` and `ci_high` may be missing, as
+/// in reports written before they existed). Errors name the file, line and field.
 pub fn read_metrics(path: &Path) -> Result<(RunInfo, Vec<MetricRow>)> {
     let mut reader =
         csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let header = reader
+        .headers()
+        .with_context(|| format!("reading {}", path.display()))?
+        .clone();
+    let column = |name: &str| header.iter().position(|h| h == name);
     let mut info = RunInfo::default();
     let mut rows = Vec::new();
     for (index, record) in reader.records().enumerate() {
         let line = index + 2;
         let record = record.with_context(|| format!("{}:{line}", path.display()))?;
-        let field = |i: usize, name: &str| -> Result<&str> {
-            record
-                .get(i)
+        let field = |name: &str| -> Result<&str> {
+            column(name)
+                .and_then(|i| record.get(i))
                 .with_context(|| format!("{}:{line}: missing field `{name}`", path.display()))
+        };
+        let optional = |name: &str| -> Result<Option<&str>> {
+            match column(name) {
+                None => Ok(None),
+                Some(_) => Ok(Some(field(name)?).filter(|s| !s.is_empty())),
+            }
         };
         let parse_err =
             |name: &str| format!("{}:{line}: field `{name}` is not a number", path.display());
+        let number = |name: &str| -> Result<Option<f64>> {
+            optional(name)?
+                .map(str::parse)
+                .transpose()
+                .with_context(|| parse_err(name))
+        };
         if rows.is_empty() {
             info = RunInfo {
-                run: field(0, "run")?.to_string(),
-                backend: field(1, "backend")?.to_string(),
-                model: field(2, "model")?.to_string(),
-                method: field(6, "method")?.to_string(),
+                run: field("run")?.to_string(),
+                backend: field("backend")?.to_string(),
+                model: field("model")?.to_string(),
+                method: field("method")?.to_string(),
             };
         }
-        let optional = |i: usize, name: &str| -> Result<Option<&str>> {
-            Ok(Some(field(i, name)?).filter(|s| !s.is_empty()))
-        };
         rows.push(MetricRow {
-            task: field(3, "task")?.to_string(),
-            split: field(4, "split")?.to_string(),
-            round: field(5, "round")?
+            task: field("task")?.to_string(),
+            split: field("split")?.to_string(),
+            round: field("round")?
                 .parse()
                 .with_context(|| parse_err("round"))?,
-            metric: field(7, "metric")?
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!("{}", parse_err(&e)))?,
-            subset: field(8, "subset")?.to_string(),
-            k: optional(9, "k")?
+            metric: field("metric")?.parse().map_err(|e: String| {
+                anyhow::anyhow!("{}:{line}: field `metric`: {e}", path.display())
+            })?,
+            subset: field("subset")?.to_string(),
+            k: optional("k")?
                 .map(str::parse)
                 .transpose()
                 .with_context(|| parse_err("k"))?,
-            value: optional(10, "value")?
-                .map(str::parse)
-                .transpose()
-                .with_context(|| parse_err("value"))?,
-            n_problems: field(11, "n_problems")?
+            value: number("value")?,
+            ci_low: number("ci_low")?,
+            ci_high: number("ci_high")?,
+            n_problems: field("n_problems")?
                 .parse()
                 .with_context(|| parse_err("n_problems"))?,
         });

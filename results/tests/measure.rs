@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use benchmarks::Sample;
+use results::stats::Bootstrap;
 use results::{Embedder, Metric, MetricRow, ProblemGroups, SampleSet, measure};
 
 /// (problem, sample index or None for greedy, correct, text, tokens, hit max_tokens)
@@ -109,7 +110,12 @@ fn round_one() -> Vec<Sample> {
 fn one_round_by_hand() {
     let groups = groups();
     let one = round_one();
-    let m = measure(&[set(1, &one, &groups)], Some(&mut TableEmbedder)).unwrap();
+    let m = measure(
+        &[set(1, &one, &groups)],
+        Some(&mut TableEmbedder),
+        Bootstrap::default(),
+    )
+    .unwrap();
     let rows = &m.metrics;
 
     close(value(rows, 1, "greedy_pass@1"), 2.0 / 3.0, "greedy pass@1");
@@ -230,7 +236,7 @@ fn improvement_set_against_round_one() {
         set(2, &two, &groups),
         set(3, &three, &groups),
     ];
-    let m = measure(&sets, None).unwrap();
+    let m = measure(&sets, None, Bootstrap::default()).unwrap();
     let rows = &m.metrics;
     // IS(2) = {p2}: round 1 never sampled a right answer for it, so pass@k is 0 at every k.
     close(value(rows, 2, "improvement_set_size"), 1.0, "|IS(2)|");
@@ -286,7 +292,12 @@ fn edge_cases() {
         ("p1", Some(0), true, "a", 1, false),
         ("p2", Some(0), true, "b", 1, false),
     ]);
-    let m = measure(&[set(1, &all_right, &none)], Some(&mut TableEmbedder)).unwrap();
+    let m = measure(
+        &[set(1, &all_right, &none)],
+        Some(&mut TableEmbedder),
+        Bootstrap::default(),
+    )
+    .unwrap();
     let rows = &m.metrics;
     close(value(rows, 1, "pass@1"), 1.0, "pass@1");
     assert!(!rows.iter().any(|r| r.column() == "pass@2"));
@@ -327,7 +338,7 @@ fn edge_cases() {
         ("p2", Some(0), false, "a", 1, false),
         ("p2", Some(1), false, "a", 1, false),
     ]);
-    let m = measure(&[set(1, &all_wrong, &levels)], None).unwrap();
+    let m = measure(&[set(1, &all_wrong, &levels)], None, Bootstrap::default()).unwrap();
     let rows = &m.metrics;
     close(value(rows, 1, "pass@2"), 0.0, "pass@2");
     close(
@@ -344,14 +355,14 @@ fn edge_cases() {
 
     // An empty set measures to nothing; an ungraded response is an error naming it.
     assert!(
-        measure(&[set(1, &[], &none)], None)
+        measure(&[set(1, &[], &none)], None, Bootstrap::default())
             .unwrap()
             .metrics
             .is_empty()
     );
     let mut ungraded = samples(&[("p9", Some(0), true, "a", 1, false)]);
     ungraded[0].correct = None;
-    let error = measure(&[set(1, &ungraded, &none)], None)
+    let error = measure(&[set(1, &ungraded, &none)], None, Bootstrap::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -406,7 +417,7 @@ fn group_disparity_spans_a_tasks_splits_from_level_1_to_the_hardest() {
             groups: &test_groups,
         },
     ];
-    let m = measure(&sets, None).unwrap();
+    let m = measure(&sets, None, Bootstrap::default()).unwrap();
     let row = m
         .metrics
         .iter()

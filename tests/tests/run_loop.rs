@@ -373,6 +373,84 @@ fn two_rounds_of_each_method_and_a_killed_run_ends_the_same() {
         differing.is_empty(),
         "differ after resuming: {differing:?} (E2E_KEEP_DIRS=1 keeps both runs)"
     );
+    compare_loops_and_methods(&whole, &cut);
+}
+
+/// `harness compare` on two loop directories (method by method) and on two methods of one
+/// loop: greedy agreement and paired changes in deltas.csv. The two loops are the same run
+/// (one of them killed and resumed), so every change is 0 and every answer agrees; the two
+/// methods share M1, so their round-1 changes are 0.
+fn compare_loops_and_methods(whole: &Path, cut: &Path) {
+    let out = tempfile::tempdir().unwrap();
+    let stdout = harness_ok(&[
+        "compare",
+        whole.to_str().unwrap(),
+        cut.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    for method in ["sft", "dpo", "sft-dpo"] {
+        assert!(stdout.contains(&format!("== {method}")), "{stdout}");
+        let rows = deltas(&out.path().join(method).join("deltas.csv"));
+        assert!(!rows.is_empty(), "{method}: no paired change");
+        for row in &rows {
+            assert_eq!(row["change"].parse::<f64>().unwrap(), 0.0, "{row:?}");
+            assert_eq!(
+                row["before"],
+                format!(
+                    "run/{method} round {}",
+                    row["after"].rsplit(' ').next().unwrap()
+                )
+            );
+        }
+        let pass1 = rows
+            .iter()
+            .find(|r| r["metric"] == "greedy_pass@1")
+            .unwrap();
+        assert_eq!(pass1["p_value"].parse::<f64>().unwrap(), 1.0, "{pass1:?}");
+    }
+    assert!(stdout.contains("same answer 3/3"), "{stdout}");
+
+    let methods = tempfile::tempdir().unwrap();
+    harness_ok(&[
+        "compare",
+        whole.join("sft").to_str().unwrap(),
+        whole.join("dpo").to_str().unwrap(),
+        "--out",
+        methods.path().to_str().unwrap(),
+    ]);
+    let rows = deltas(&methods.path().join("deltas.csv"));
+    let round = |r: &HashMap<String, String>| r["after"].rsplit(' ').next().unwrap().to_string();
+    assert!(rows.iter().any(|r| round(r) == "2"), "{rows:?}");
+    for row in rows.iter().filter(|r| round(r) == "1") {
+        assert_eq!(
+            row["change"].parse::<f64>().unwrap(),
+            0.0,
+            "M1 is shared: {row:?}"
+        );
+    }
+    assert!(
+        rows.iter()
+            .all(|r| r["after"].starts_with("run/dpo") && r["before"].starts_with("run/sft"))
+    );
+}
+
+/// The rows of a deltas.csv by column name.
+fn deltas(path: &Path) -> Vec<HashMap<String, String>> {
+    let mut reader =
+        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            header
+                .iter()
+                .map(String::from)
+                .zip(r.iter().map(String::from))
+                .collect()
+        })
+        .collect()
 }
 
 #[test]

@@ -9,9 +9,10 @@
 //!   namespaces: the program is PID 1 of its namespace, so when it ends, or is killed on
 //!   timeout, every process it left behind (even a `setsid` daemon) dies with it, and it
 //!   sees only an unconfigured loopback device;
-//! - with those namespaces, a private mount namespace: the whole file system read-only except
-//!   its own directory, and its own empty tmpfs on `/tmp`, `/var/tmp` and `/dev/shm`, so
-//!   nothing it writes there outlives it or is seen by another program;
+//! - with those namespaces, a private mount namespace and a root of its own ([`root`]): the
+//!   system's directories read-only, its own directory writable, its own empty tmpfs on
+//!   `/tmp`, `/var/tmp` and `/dev/shm`, and nothing else of the host (not the data sets), so
+//!   nothing it writes outlives it or is seen by another program;
 //! - when the harness runs as root, the uid and gid of `nobody`, so it cannot write outside
 //!   its directory (the parent is root's, mode 0711), read other processes' environments or
 //!   signal the harness, and RLIMIT_NPROC, which root ignores, applies.

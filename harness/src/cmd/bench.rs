@@ -12,7 +12,7 @@ use crate::cli::BenchArgs;
 use crate::cmd::grade::sandbox_config;
 use crate::engine::{backend_name, flash_attention, make_backend};
 use crate::evaluate::{self, Plan, Settings, evenly_spaced};
-use crate::reports::{ReportOptions, report_run};
+use crate::reports::{ReportOptions, ReportSettings, report_run};
 use crate::run_dir::RunDir;
 use crate::summary::{TaskSummary, print_table, write_csv};
 
@@ -54,9 +54,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     });
     write_csv(&run.root().join("summary.csv"), &summaries, &context)?;
     print_table(&summaries, &context);
+    let report_settings = ReportSettings {
+        bootstrap: args.bootstrap,
+        bootstrap_seed: args.seed,
+    };
+    report_settings.record(run.root())?;
     let options = ReportOptions {
         regrade: false,
         semantic: !args.no_semantic,
+        bootstrap: report_settings.bootstrap(),
         sandbox: &args.sandbox,
         data: &args.data,
     };
@@ -75,7 +81,8 @@ fn settings(args: &BenchArgs) -> Settings {
         top_p: args.top_p,
         top_k: args.top_k,
         min_p: args.min_p,
-        max_tokens: args.max_tokens,
+        // Each plan sets its own (the task's default unless --max-tokens is given).
+        max_tokens: args.max_tokens.unwrap_or(0),
         stop: Vec::new(),
         ignore_eos: args.ignore_eos,
     };
@@ -109,6 +116,7 @@ fn plan(args: &BenchArgs, out: &std::path::Path) -> Result<Vec<Plan>> {
             greedy: true,
             n: args.n,
             seed: args.seed,
+            max_tokens: args.max_tokens.unwrap_or(task.max_tokens),
         });
     }
     if plans.is_empty() {
@@ -128,7 +136,7 @@ fn manifest(
             json!({
                 "task": p.task.name, "version": p.task.version, "split": p.split,
                 "template": p.template.name, "template_version": p.template.version,
-                "problems": p.problems.len(),
+                "problems": p.problems.len(), "max_tokens": p.max_tokens,
             })
         })
         .collect();
@@ -146,7 +154,6 @@ fn manifest(
             "top_p": args.top_p,
             "top_k": args.top_k,
             "min_p": args.min_p,
-            "max_tokens": args.max_tokens,
             "ignore_eos": args.ignore_eos,
             "seed": args.seed,
             "round": args.round,

@@ -4,16 +4,26 @@
 use anyhow::Result;
 
 use crate::cli::ReportArgs;
-use crate::reports::{ReportOptions, report_run};
+use crate::reports::{ReportOptions, ReportSettings, report_run};
 
 pub fn run(args: ReportArgs) -> Result<()> {
+    let recorded = ReportSettings::recorded(&args.run_dir)?;
+    let settings = ReportSettings {
+        bootstrap: args
+            .bootstrap
+            .or(recorded.map(|r| r.bootstrap))
+            .unwrap_or(1000),
+        bootstrap_seed: recorded.map_or(0, |r| r.bootstrap_seed),
+    };
     let options = ReportOptions {
         regrade: args.regrade,
         semantic: !args.no_semantic,
+        bootstrap: settings.bootstrap(),
         sandbox: &args.sandbox,
         data: &args.data,
     };
     let measures = report_run(&args.run_dir, &options)?;
+    settings.record(&args.run_dir)?;
     println!(
         "{}: {} metric values, {} coverage rows, {} improvement-set rows; wrote metrics.csv, rounds.csv, improvement_set.csv, coverage.csv and plots",
         args.run_dir.display(),

@@ -20,9 +20,9 @@ use crate::cmd::grade::sandbox_config;
 use crate::engine::{backend_name, flash_attention};
 use crate::evaluate::{self, Plan, Settings, evenly_spaced};
 use crate::loop_dir::{EvalSet, LoopDir, LoopSettings, read_settings};
-use crate::loop_train::{RoundJob, candle_job, run_external};
+use crate::loop_train::{RoundJob, candle_job, m1_reference, run_external};
 use crate::progress;
-use crate::reports::{ReportOptions, report_files};
+use crate::reports::{ReportOptions, ReportSettings, report_files};
 use crate::round_table;
 use crate::serving::{Checkpoint, Engine};
 
@@ -72,6 +72,8 @@ struct Loop<'a> {
     eval_sets: Vec<(EvalSet, &'static Task, &'static Template, Vec<Problem>)>,
     sandbox: Option<Sandbox>,
     phases: Phases,
+    /// Each method's latest measures, for the comparisons between methods.
+    measures: Vec<(LoopMethod, results::Measures)>,
 }
 
 impl<'a> Loop<'a> {
@@ -89,8 +91,9 @@ impl<'a> Loop<'a> {
         let eval = EvalSet {
             task: task.name.into(),
             split: task.eval_split.into(),
+            max_tokens: args.max_tokens.unwrap_or(task.max_tokens),
         };
-        let ood = ood_sets(task, &args.ood)?;
+        let ood = ood_sets(task, &args.ood, args.max_tokens)?;
         let mut eval_sets = Vec::new();
         for (set, limit) in
             std::iter::once((&eval, args.eval_limit)).chain(ood.iter().map(|s| (s, args.ood_limit)))
@@ -122,7 +125,7 @@ impl<'a> Loop<'a> {
             top_p: args.top_p,
             top_k: args.top_k,
             min_p: args.min_p,
-            max_tokens: args.max_tokens,
+            max_tokens: args.max_tokens.unwrap_or(task.max_tokens),
             seed: args.seed,
             style: format!("{:?}", args.style).to_lowercase(),
             max_pairs: args.max_pairs,
@@ -132,6 +135,7 @@ impl<'a> Loop<'a> {
             training: args.training.clone(),
         };
         let dir = LoopDir::open(&out, &settings)?;
+        report_settings(args).record(dir.root())?;
         let needs_sandbox = eval_sets
             .iter()
             .any(|(_, t, _, _)| t.grader == benchmarks::GraderKind::Code);
@@ -151,6 +155,7 @@ impl<'a> Loop<'a> {
             eval_sets,
             sandbox,
             phases: Phases::default(),
+            measures: Vec::new(),
         })
     }
 
@@ -291,7 +296,7 @@ impl<'a> Loop<'a> {
         engine.release();
         let reference = match (dpo, self.args.dpo_ref) {
             (false, _) | (true, DpoReference::Previous) => None,
-            (true, DpoReference::M1) => Some(self.model_dir(LoopMethod::Sft, 1).join("model.gguf")),
+            (true, DpoReference::M1) => Some(m1_reference(&self.model_dir(LoopMethod::Sft, 1))?),
             (true, DpoReference::M0) => Some(self.m0.clone()),
         };
         let job = RoundJob {
@@ -301,6 +306,7 @@ impl<'a> Loop<'a> {
             m0: &self.m0,
             previous,
             reference,
+            export_whole: number == 1 && self.args.dpo_ref == DpoReference::M1,
             out: &partial,
         };
         let label = format!(
@@ -370,6 +376,7 @@ impl<'a> Loop<'a> {
                 greedy: true,
                 n: self.args.n_eval,
                 seed: self.args.seed,
+                max_tokens: set.max_tokens,
             })
             .collect();
         if round >= 1 && round < self.args.rounds {
@@ -386,6 +393,7 @@ impl<'a> Loop<'a> {
                     .args
                     .seed
                     .wrapping_add(TRAIN_SEED_OFFSET * u64::from(round)),
+                max_tokens: self.settings.max_tokens,
             });
         }
         let label = dir
@@ -421,7 +429,7 @@ impl<'a> Loop<'a> {
             top_p: a.top_p,
             top_k: a.top_k,
             min_p: a.min_p,
-            max_tokens: a.max_tokens,
+            max_tokens: self.settings.max_tokens,
             stop: Vec::new(),
             ignore_eos: false,
         };
@@ -434,47 +442,30 @@ impl<'a> Loop<'a> {
         let options = ReportOptions {
             regrade: false,
             semantic: !self.args.no_semantic,
+            bootstrap: report_settings(self.args).bootstrap(),
             sandbox: &self.args.sandbox,
             data: &self.args.data,
         };
-        let measures = report_method(&self.dir, &self.settings, method, round, &options)?;
+        let (measures, changes) =
+            report_method(&self.dir, &self.settings, method, round, &options)?;
+        round_table::print(method.name(), &self.settings, &measures, &changes);
+        self.measures.retain(|(m, _)| *m != method);
+        self.measures.push((method, measures));
+        compare_methods(&self.dir, &self.measures, options.bootstrap)?;
         self.phases.reporting += started.elapsed().as_secs_f64();
-        round_table::print(method.name(), &self.settings, &measures);
         Ok(())
     }
 }
 
-/// The sample files of a method's rounds up to `last`, in round order.
-fn method_files(dir: &LoopDir, method: LoopMethod, last: u32) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for round in 0..=last {
-        let folder = dir.round(method, round);
-        let eval = folder.join("eval");
-        if eval.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(&eval)?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-                .collect();
-            found.sort();
-            files.extend(found);
-        }
-        let train = folder.join("train_samples.jsonl");
-        if train.exists() {
-            files.push(train);
-        }
-    }
-    Ok(files)
-}
-
+/// Measures a method's rounds up to `last`, writes its reports and `deltas.csv`.
 fn report_method(
     dir: &LoopDir,
     settings: &LoopSettings,
     method: LoopMethod,
     last: u32,
     options: &ReportOptions,
-) -> Result<results::Measures> {
-    let files = method_files(dir, method, last)?;
+) -> Result<(results::Measures, Vec<results::ChangeRow>)> {
+    let files = dir.method_files(method, last)?;
     let out = dir.reports(method);
     std::fs::create_dir_all(&out)?;
     let value = serde_json::json!({
@@ -482,23 +473,67 @@ fn report_method(
         "model": settings.model,
         "arith_seed": settings.arith_seed,
     });
-    report_files(&out, &files, &value, method.name(), dir.root(), options)
+    let measures = report_files(&out, &files, &value, method.name(), dir.root(), options)?;
+    let changes = results::round_changes(method.name(), &measures, options.bootstrap);
+    results::write_changes(&out, "deltas.csv", &run_name(dir), &changes)?;
+    Ok((measures, changes))
+}
+
+/// The loop directory's name, as the reports' `run` column gives it.
+fn run_name(dir: &LoopDir) -> String {
+    let root = dir.root();
+    root.canonicalize()
+        .unwrap_or_else(|_| root.to_path_buf())
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().to_string())
+}
+
+/// `methods_deltas.csv` at the top of the loop directory: every pair of methods at each
+/// round from 2 on, the later-listed method against the earlier.
+fn compare_methods(
+    dir: &LoopDir,
+    measures: &[(LoopMethod, results::Measures)],
+    bootstrap: results::Bootstrap,
+) -> Result<()> {
+    let mut changes = Vec::new();
+    for (i, (before, before_measures)) in measures.iter().enumerate() {
+        for (after, after_measures) in &measures[i + 1..] {
+            changes.extend(results::method_changes(
+                (before.name(), before_measures),
+                (after.name(), after_measures),
+                2,
+                bootstrap,
+            ));
+        }
+    }
+    results::write_changes(dir.root(), "methods_deltas.csv", &run_name(dir), &changes)
+}
+
+/// The report settings of `harness run`'s flags.
+fn report_settings(args: &RunArgs) -> ReportSettings {
+    ReportSettings {
+        bootstrap: args.bootstrap,
+        bootstrap_seed: args.seed,
+    }
 }
 
 /// `harness report DIR` on a loop directory: every method's reports, from its files.
 pub fn report_loop(root: &Path, options: &ReportOptions) -> Result<results::Measures> {
     let settings = read_settings(root)?;
     let dir = LoopDir::open(root, &settings)?;
-    let mut last = results::Measures::default();
+    let mut all = Vec::new();
     for &method in &settings.methods {
-        last = report_method(&dir, &settings, method, settings.rounds, options)?;
-        round_table::print(method.name(), &settings, &last);
+        let (measures, changes) = report_method(&dir, &settings, method, settings.rounds, options)?;
+        round_table::print(method.name(), &settings, &measures, &changes);
+        all.push((method, measures));
     }
-    Ok(last)
+    compare_methods(&dir, &all, options.bootstrap)?;
+    Ok(all.pop().map(|(_, m)| m).unwrap_or_default())
 }
 
-/// The OOD sets of `--ood`, or the task's defaults (SPEC.md).
-fn ood_sets(task: &Task, given: &[String]) -> Result<Vec<EvalSet>> {
+/// The OOD sets of `--ood`, or the task's defaults (SPEC.md), each with `max_tokens` or its
+/// task's default.
+fn ood_sets(task: &Task, given: &[String], max_tokens: Option<u32>) -> Result<Vec<EvalSet>> {
     let names: Vec<String> = match given {
         [] => match task.name {
             "gsm8k" => vec!["svamp".into(), "math:math500".into()],
@@ -523,6 +558,7 @@ fn ood_sets(task: &Task, given: &[String]) -> Result<Vec<EvalSet>> {
             Ok(EvalSet {
                 task: task.name.into(),
                 split,
+                max_tokens: max_tokens.unwrap_or(task.max_tokens),
             })
         })
         .collect()

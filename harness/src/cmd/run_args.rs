@@ -120,9 +120,11 @@ pub struct RunArgs {
     /// Min-p sampling (0: off).
     #[arg(long, default_value_t = 0.0)]
     pub min_p: f32,
-    /// Largest number of new tokens per response.
-    #[arg(long, default_value_t = 128)]
-    pub max_tokens: u32,
+    /// Largest number of new tokens per response (default: each task's, see `harness
+    /// tasks`: well above its gold solutions' length, since a response cut there enters no
+    /// training set).
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
     /// Base seed. Evaluation: greedy with `seed`, sample j with `seed + j` every round.
     /// Training questions of round t: sample j with `seed + 1000000 t + j`.
     #[arg(long, default_value_t = 1234)]
@@ -143,6 +145,10 @@ pub struct RunArgs {
     /// Skip SentenceBERT diversity (no encoder fetch, no embedding time).
     #[arg(long)]
     pub no_semantic: bool,
+    /// Bootstrap resamples of the reports' 95% intervals and paired changes (0: none);
+    /// seeded with --seed and recorded in the manifest.
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: u32,
     /// Release the sampling engine's model before training and load the next one after
     /// (less memory held at once; GPU memory).
     #[arg(long)]
