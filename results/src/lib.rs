@@ -17,6 +17,7 @@ mod rounds;
 mod sbert;
 mod semantic;
 pub mod stats;
+mod summary;
 
 pub use changes::{ChangeRow, method_changes, round_changes, write_changes};
 pub use compare::{Agreement, Compared, RunMeasures, compare, write_compare};
@@ -33,3 +34,4 @@ pub use rounds::{Coverage, coverage, improvement_set};
 pub use sbert::{MAX_TOKENS, MODEL_FILES, SentenceEncoder};
 pub use semantic::{Embedder, semantic_diversity};
 pub use stats::Bootstrap;
+pub use summary::{SummaryRow, summarize, write_summary};

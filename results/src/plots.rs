@@ -1,7 +1,9 @@
 //! The plots of a run, as PNG and SVG (plotters), mirroring the study's figures: accuracy
 //! per round, pass@k against k (log2 axis) with round 1's pass@k on the improvement sets,
 //! diversity per round over correct and incorrect responses, and accuracy per level with
-//! the group disparity.
+//! the group disparity. Each point carries its 95% interval as an error bar; a series keeps
+//! one colour in every panel and figure of a run (keyed by task and split, or by round),
+//! and its second variant (sampled, incorrect, M1 on IS(t)) is dashed.
 
 use crate::metric::Metric;
 use std::path::Path;
@@ -17,6 +19,13 @@ use crate::measure::Measures;
 pub(crate) struct Series {
     pub label: String,
     pub points: Vec<(f64, f64)>,
+    /// Each point's 95% interval, drawn as an error bar (None: no bar).
+    pub intervals: Vec<Option<(f64, f64)>>,
+    /// What fixes the colour: the same key has the same colour in every panel and figure of
+    /// a run (`arith test`), whatever else the panel shows.
+    pub key: String,
+    /// Drawn dashed (the second variant of a key: sampled, incorrect).
+    pub dashed: bool,
 }
 
 /// One chart.
@@ -45,21 +54,67 @@ const PANEL_SIZE: (u32, u32) = (560, 420);
 /// nothing to draw (an improvement set needs two rounds) are skipped.
 pub fn plot_run(dir: &Path, measures: &Measures) -> Result<Vec<String>> {
     let figures = run_figures(measures);
+    let colours = colour_keys(&figures);
     for figure in &figures {
-        render(dir, figure)?;
+        render_with(dir, figure, &colours)?;
     }
     Ok(figures.into_iter().map(|f| f.stem).collect())
 }
 
-/// Adds a point to the series with this label, starting the series if there is none.
+/// Every series key of the figures, in order of first appearance: a key's position is its
+/// colour in all of them.
+fn colour_keys(figures: &[Figure]) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for series in figures
+        .iter()
+        .flat_map(|f| &f.panels)
+        .flat_map(|p| &p.series)
+    {
+        if !keys.contains(&series.key) {
+            keys.push(series.key.clone());
+        }
+    }
+    keys
+}
+
+/// The colour of a series: its key's position among `keys`.
+fn colour(series: &Series, keys: &[String]) -> RGBAColor {
+    let index = keys.iter().position(|k| *k == series.key).unwrap_or(0);
+    Palette99::pick(index).to_rgba()
+}
+
+/// Adds a point to the series with this label, starting the series if there is none (its
+/// colour keyed by the label itself, drawn solid).
 pub(crate) fn add_point(series: &mut Vec<Series>, label: String, point: (f64, f64)) {
+    let key = label.clone();
+    add_styled(series, (label, key, false), point, None);
+}
+
+/// Adds a point with its interval to the series (label, colour key, dashed).
+pub(crate) fn add_styled(
+    series: &mut Vec<Series>,
+    (label, key, dashed): (String, String, bool),
+    point: (f64, f64),
+    interval: Option<(f64, f64)>,
+) {
     match series.iter_mut().find(|s| s.label == label) {
-        Some(s) => s.points.push(point),
+        Some(s) => {
+            s.points.push(point);
+            s.intervals.push(interval);
+        }
         None => series.push(Series {
             label,
             points: vec![point],
+            intervals: vec![interval],
+            key,
+            dashed,
         }),
     }
+}
+
+/// A row's interval, when it has one.
+fn interval_of(row: &crate::measure::MetricRow) -> Option<(f64, f64)> {
+    row.ci_low.zip(row.ci_high)
 }
 
 /// The label of a (task, split) line.
@@ -67,23 +122,31 @@ fn task_label(task: &str, split: &str) -> String {
     format!("{task} {split}")
 }
 
-/// Values of one metric/subset as (round, value) per task split.
-fn per_round(measures: &Measures, metric: Metric, subset: &str, suffix: &str) -> Vec<Series> {
+/// Values of one metric/subset as (round, value) per task split, with their intervals;
+/// coloured by the task split, dashed when `dashed`.
+fn per_round(
+    measures: &Measures,
+    (metric, subset): (Metric, &str),
+    suffix: &str,
+    dashed: bool,
+) -> Vec<Series> {
     let mut series: Vec<Series> = Vec::new();
     for r in &measures.metrics {
         if r.metric != metric || r.subset != subset {
             continue;
         }
         let Some(value) = r.value else { continue };
-        let label = format!("{}{suffix}", task_label(&r.task, &r.split));
-        add_point(&mut series, label, (f64::from(r.round), value));
+        let key = task_label(&r.task, &r.split);
+        let label = format!("{key}{suffix}");
+        let point = (f64::from(r.round), value);
+        add_styled(&mut series, (label, key, dashed), point, interval_of(r));
     }
     series
 }
 
 fn run_figures(m: &Measures) -> Vec<Figure> {
     let mut figures = Vec::new();
-    let mut accuracy = per_round(m, Metric::GreedyPass1, "all", " greedy pass@1");
+    let mut accuracy = per_round(m, (Metric::GreedyPass1, "all"), " greedy pass@1", false);
     for row in m
         .metrics
         .iter()
@@ -91,11 +154,13 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
     {
         // The sampled pass@1 next to the greedy one shows how far greedy decoding is from
         // the average sample.
-        if row.k == Some(1) {
-            let label = format!("{} sampled pass@1", task_label(&row.task, &row.split));
-            if let Some(value) = row.value {
-                add_point(&mut accuracy, label, (f64::from(row.round), value));
-            }
+        if row.k == Some(1)
+            && let Some(value) = row.value
+        {
+            let key = task_label(&row.task, &row.split);
+            let label = format!("{key} sampled pass@1");
+            let point = (f64::from(row.round), value);
+            add_styled(&mut accuracy, (label, key, true), point, interval_of(row));
         }
     }
     figures.push(Figure {
@@ -122,7 +187,13 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
             continue;
         };
         let label = format!("{} round {}", task_label(&row.task, &row.split), row.round);
-        add_point(&mut pass_k, label, (k as f64, value));
+        let key = label.clone();
+        add_styled(
+            &mut pass_k,
+            (label, key, false),
+            (k as f64, value),
+            interval_of(row),
+        );
     }
     let mut panels = vec![Panel {
         title: "pass@k of the samples".into(),
@@ -134,17 +205,31 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
         series: pass_k,
     }];
     let mut on_is: Vec<Series> = Vec::new();
-    for row in &m.improvement {
-        let Some(value) = row.round1_pass_at_k else {
+    for row in m
+        .metrics
+        .iter()
+        .filter(|r| r.metric == Metric::ImprovementSetRound1PassAtK)
+    {
+        let (Some(k), Some(value)) = (row.k, row.value) else {
             continue;
         };
+        let size = m
+            .improvement
+            .iter()
+            .find(|i| i.task == row.task && i.split == row.split && i.round == row.round)
+            .map_or(0, |i| i.is_size);
+        let key = format!("{} round {}", task_label(&row.task, &row.split), row.round);
         let label = format!(
-            "{} IS({}) |IS|={}",
+            "{} IS({}) |IS|={size}",
             task_label(&row.task, &row.split),
-            row.round,
-            row.is_size
+            row.round
         );
-        add_point(&mut on_is, label, (row.k as f64, value));
+        add_styled(
+            &mut on_is,
+            (label, key, true),
+            (k as f64, value),
+            interval_of(row),
+        );
     }
     if !on_is.is_empty() {
         panels.push(Panel {
@@ -168,8 +253,8 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
         (Metric::SbertDiversity, "SentenceBERT diversity (semantic)"),
         (Metric::DistinctEquations, "Distinct Equations (logical)"),
     ] {
-        let mut series = per_round(m, metric, "correct", " correct");
-        series.extend(per_round(m, metric, "incorrect", " incorrect"));
+        let mut series = per_round(m, (metric, "correct"), " correct", false);
+        series.extend(per_round(m, (metric, "incorrect"), " incorrect", true));
         if !series.is_empty() {
             diversity.push(Panel {
                 title: title.into(),
@@ -201,7 +286,13 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
         };
         let Some(value) = row.value else { continue };
         let label = format!("{} round {}", task_label(&row.task, &row.split), row.round);
-        add_point(&mut levels, label, (level, value));
+        let key = label.clone();
+        add_styled(
+            &mut levels,
+            (label, key, false),
+            (level, value),
+            interval_of(row),
+        );
     }
     if !levels.is_empty() {
         let mut disparity: Vec<Series> = Vec::new();
@@ -211,8 +302,10 @@ fn run_figures(m: &Measures) -> Vec<Figure> {
             .filter(|r| r.metric == Metric::GroupDisparity)
         {
             let Some(value) = row.value else { continue };
-            let label = format!("{} GD {}", task_label(&row.task, &row.split), row.subset);
-            add_point(&mut disparity, label, (f64::from(row.round), value));
+            let key = task_label(&row.task, &row.split);
+            let label = format!("{key} GD {}", row.subset);
+            let point = (f64::from(row.round), value);
+            add_styled(&mut disparity, (label, key, false), point, interval_of(row));
         }
         figures.push(Figure {
             stem: "levels".into(),
@@ -256,6 +349,11 @@ fn register_font() {
 }
 
 pub(crate) fn render(dir: &Path, figure: &Figure) -> Result<()> {
+    render_with(dir, figure, &colour_keys(std::slice::from_ref(figure)))
+}
+
+/// Renders a figure with the colours of `keys` (see [`colour_keys`]).
+fn render_with(dir: &Path, figure: &Figure, keys: &[String]) -> Result<()> {
     register_font();
     let size = (
         PANEL_SIZE.0 * figure.panels.len().max(1) as u32,
@@ -265,11 +363,11 @@ pub(crate) fn render(dir: &Path, figure: &Figure) -> Result<()> {
     let svg = dir.join(format!("{}.svg", figure.stem));
     {
         let root = BitMapBackend::new(&png, size).into_drawing_area();
-        draw_figure(&root, figure)?;
+        draw_figure(&root, figure, keys)?;
     }
     {
         let root = SVGBackend::new(&svg, size).into_drawing_area();
-        draw_figure(&root, figure)?;
+        draw_figure(&root, figure, keys)?;
     }
     Ok(())
 }
@@ -295,30 +393,39 @@ fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing a plot: {e:?}")
 }
 
-fn draw_figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, figure: &Figure) -> Result<()> {
+fn draw_figure<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    figure: &Figure,
+    keys: &[String],
+) -> Result<()> {
     root.fill(&WHITE).map_err(plot_error)?;
     let areas = root.split_evenly((1, figure.panels.len().max(1)));
     for (area, panel) in areas.iter().zip(&figure.panels) {
         // The legend goes in a strip under the chart, where it never hides a point.
         let (chart, legend) = area.split_vertically(PANEL_SIZE.1);
-        draw_panel(&chart, panel)?;
-        draw_legend(&legend, panel)?;
+        draw_panel(&chart, panel, keys)?;
+        draw_legend(&legend, panel, keys)?;
     }
     root.present().map_err(plot_error)
 }
 
-fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> Result<()> {
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+    keys: &[String],
+) -> Result<()> {
     let xs = || {
         panel
             .series
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.0))
     };
+    // Interval ends count too, so that error bars stay inside the axis.
     let ys = || {
-        panel
-            .series
-            .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.1))
+        panel.series.iter().flat_map(|s| {
+            let ends = s.intervals.iter().flatten().flat_map(|(lo, hi)| [*lo, *hi]);
+            s.points.iter().map(|p| p.1).chain(ends)
+        })
     };
     let to_x = |x: f64| if panel.log2_x { x.max(1.0).log2() } else { x };
     let (mut x0, mut x1) = xs()
@@ -388,30 +495,62 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(plot_error)?;
-    for (i, series) in panel.series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+    let cap = (x1 - x0 + 2.0 * pad) * 0.008;
+    for series in &panel.series {
+        let color = colour(series, keys);
         let mut points: Vec<(f64, f64)> =
             series.points.iter().map(|(x, y)| (to_x(*x), *y)).collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(plot_error)?;
+        let style = color.stroke_width(2);
+        match series.dashed {
+            true => chart.draw_series(DashedLineSeries::new(points.clone(), 6, 4, style)),
+            false => chart.draw_series(LineSeries::new(points.clone(), style)),
+        }
+        .map_err(plot_error)?;
         chart
             .draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))
             .map_err(plot_error)?;
+        // Error bars: the 95% interval of each point, with short caps.
+        let bars = series
+            .points
+            .iter()
+            .zip(&series.intervals)
+            .filter_map(|((x, _), i)| i.map(|(lo, hi)| (to_x(*x), lo, hi)));
+        for (x, lo, hi) in bars {
+            let thin = color.mix(0.7).stroke_width(1);
+            for path in [
+                vec![(x, lo), (x, hi)],
+                vec![(x - cap, lo), (x + cap, lo)],
+                vec![(x - cap, hi), (x + cap, hi)],
+            ] {
+                chart
+                    .draw_series(std::iter::once(PathElement::new(path, thin)))
+                    .map_err(plot_error)?;
+            }
+        }
     }
     Ok(())
 }
 
-fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> Result<()> {
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+    keys: &[String],
+) -> Result<()> {
     for (i, series) in panel.series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = colour(series, keys);
         let y = 6 + (i as u32 * LEGEND_LINE) as i32 + LEGEND_LINE as i32 / 2;
-        area.draw(&PathElement::new(
-            vec![(70, y), (92, y)],
-            color.stroke_width(3),
-        ))
-        .map_err(plot_error)?;
+        let segments: &[(i32, i32)] = match series.dashed {
+            true => &[(70, 76), (79, 85), (88, 92)],
+            false => &[(70, 92)],
+        };
+        for (from, to) in segments {
+            area.draw(&PathElement::new(
+                vec![(*from, y), (*to, y)],
+                color.stroke_width(3),
+            ))
+            .map_err(plot_error)?;
+        }
         area.draw(&Text::new(
             series.label.clone(),
             (100, y - 7),

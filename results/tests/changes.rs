@@ -168,3 +168,59 @@ fn changes_against_m1_and_the_previous_round_are_paired() {
     assert_eq!(pass1.p_value, Some(mcnemar_exact(8, 2)));
     assert!(between.iter().all(|c| c.after.ends_with("round 2")));
 }
+
+/// The loop's cross-method summary: the best round by greedy pass@1 (the earlier on a tie),
+/// its rows marked, and the figure written (kept under the build's scratch folder to look
+/// at).
+#[test]
+fn summary_marks_each_methods_best_round() {
+    let sft = measured(
+        &[
+            (1, "test", round("test", 40, |i| i < 10)),
+            (2, "test", round("test", 40, |i| i < 16)),
+            (3, "test", round("test", 40, |i| i < 16)),
+        ],
+        B,
+    );
+    let dpo = measured(
+        &[
+            (1, "test", round("test", 40, |i| i < 10)),
+            (2, "test", round("test", 40, |i| i < 8)),
+            (3, "test", round("test", 40, |i| i < 9)),
+        ],
+        B,
+    );
+    let rows = results::summarize(&[("sft", &sft), ("dpo", &dpo)], ("arith", "test"), &[]);
+    let best = |method: &str| -> Vec<u32> {
+        let mut rounds: Vec<u32> = rows
+            .iter()
+            .filter(|r| r.method == method && r.best)
+            .map(|r| r.round)
+            .collect();
+        rounds.dedup();
+        rounds
+    };
+    assert_eq!(best("sft"), [2]);
+    assert_eq!(best("dpo"), [1]);
+    let columns: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r.column.as_str()).collect();
+    assert!(
+        columns.contains("greedy_pass@1") && columns.contains("pass@4"),
+        "{columns:?}"
+    );
+    assert!(
+        rows.iter()
+            .filter(|r| r.column == "greedy_pass@1")
+            .all(|r| r.ci_low.is_some())
+    );
+
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("summary-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    results::write_summary(&dir, &rows).unwrap();
+    let csv = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
+    assert!(
+        csv.contains("sft,2,true,arith,test,greedy_pass@1,0.400000,"),
+        "{csv}"
+    );
+    assert!(dir.join("summary.png").is_file() && dir.join("summary.svg").is_file());
+}

@@ -451,7 +451,7 @@ impl<'a> Loop<'a> {
         round_table::print(method.name(), &self.settings, &measures, &changes);
         self.measures.retain(|(m, _)| *m != method);
         self.measures.push((method, measures));
-        compare_methods(&self.dir, &self.measures, options.bootstrap)?;
+        compare_methods(&self.dir, &self.settings, &self.measures, options.bootstrap)?;
         self.phases.reporting += started.elapsed().as_secs_f64();
         Ok(())
     }
@@ -488,13 +488,24 @@ fn run_name(dir: &LoopDir) -> String {
         .map_or_else(String::new, |n| n.to_string_lossy().to_string())
 }
 
-/// `methods_deltas.csv` at the top of the loop directory: every pair of methods at each
-/// round from 2 on, the later-listed method against the earlier.
+/// The reports at the top of the loop directory: `summary.csv` and its figure (every
+/// method per round, best rounds marked) and `methods_deltas.csv` (every pair of methods at
+/// each round from 2 on, the later-listed method against the earlier).
 fn compare_methods(
     dir: &LoopDir,
+    settings: &LoopSettings,
     measures: &[(LoopMethod, results::Measures)],
     bootstrap: results::Bootstrap,
 ) -> Result<()> {
+    let named: Vec<(&str, &results::Measures)> =
+        measures.iter().map(|(m, x)| (m.name(), x)).collect();
+    let eval = (settings.eval.task.as_str(), settings.eval.split.as_str());
+    let ood: Vec<(&str, &str)> = settings
+        .ood
+        .iter()
+        .map(|s| (s.task.as_str(), s.split.as_str()))
+        .collect();
+    results::write_summary(dir.root(), &results::summarize(&named, eval, &ood))?;
     let mut changes = Vec::new();
     for (i, (before, before_measures)) in measures.iter().enumerate() {
         for (after, after_measures) in &measures[i + 1..] {
@@ -527,7 +538,7 @@ pub fn report_loop(root: &Path, options: &ReportOptions) -> Result<results::Meas
         round_table::print(method.name(), &settings, &measures, &changes);
         all.push((method, measures));
     }
-    compare_methods(&dir, &all, options.bootstrap)?;
+    compare_methods(&dir, &settings, &all, options.bootstrap)?;
     Ok(all.pop().map(|(_, m)| m).unwrap_or_default())
 }
 
