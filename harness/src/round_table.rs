@@ -75,21 +75,20 @@ pub fn print(method: &str, settings: &LoopSettings, measures: &Measures, changes
     rounds.dedup();
     let pass_k = format!("pass@{k_max}");
     let mut header = format!(
-        "{method}: {task} {split}  round  {:>13}  {:>13}  |IS|  M1 pass@{k_max} on IS  coverage  distinct-N[c]  sbert[c]",
+        "{method}: {task} {split}  round  {:<13}  {:<13}  |IS|  M1 pass@{k_max} on IS  coverage  distinct-N[c]  sbert[c]",
         "pass@1", pass_k
     );
     for ood in &settings.ood {
-        header.push_str(&format!(
-            "  {:>13}",
-            format!("{}:{} pass@1", ood.task, ood.split)
-        ));
+        let width = (ood.task.len() + ood.split.len() + 8).max(13);
+        let name = format!("{}:{} pass@1", ood.task, ood.split);
+        header.push_str(&format!("  {name:<width$}"));
     }
     header.push_str("  GD");
     println!("{header}");
     for &round in &rounds {
         let is_column = format!("is_round1_pass@{k_max}");
         let mut line = format!(
-            "{:>width$}  {round:>5}  {:>13}  {:>13}  {:>4}  {:>16}  {:>8}  {:>13}  {:>8}",
+            "{:>width$}  {round:>5}  {:<13}  {:<13}  {:>4}  {:>16}  {:>8}  {:>13}  {:>8}",
             "",
             look.share_with_change(task, split, "greedy_pass@1", round),
             look.share_with_change(task, split, &pass_k, round),
@@ -104,7 +103,7 @@ pub fn print(method: &str, settings: &LoopSettings, measures: &Measures, changes
         for ood in &settings.ood {
             let text = look.share_with_change(&ood.task, &ood.split, "greedy_pass@1", round);
             let width = (ood.task.len() + ood.split.len() + 8).max(13);
-            line.push_str(&format!("  {text:>width$}"));
+            line.push_str(&format!("  {text:<width$}"));
         }
         line.push_str(&format!("  {}", num(disparity(measures, task, round))));
         println!("{line}");

@@ -317,6 +317,10 @@ fn two_rounds_of_each_method_and_a_killed_run_ends_the_same() {
     let whole = whole_parent.path().join("run");
     let stdout = run(&whole);
     assert!(stdout.contains("round  pass@1"), "{stdout}");
+    assert!(
+        stdout.contains("changes are against M1") && stdout.contains("detectable (80% power"),
+        "the table's note on changes and the detectable change: {stdout}"
+    );
     check_directory(&whole);
 
     // The same command again redoes nothing.
