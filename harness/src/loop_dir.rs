@@ -11,7 +11,7 @@
 //! DIR/<method>/round-<t>/{model,eval,train_samples.jsonl}
 //! DIR/<method>/*.csv, *.png, *.svg  the method's reports (round 1 shared)
 //! DIR/sbert-embeddings.bin     SentenceBERT vectors, one per distinct response
-//! DIR/phases.jsonl             time spent per step and phase, one line per step done
+//! DIR/phases.jsonl             each sampling step's time and new tokens, one line per step
 //! ```
 //!
 //! Round 1 (and round 0) are shared by every method. Each step's output is written
@@ -182,6 +182,36 @@ impl LoopDir {
             }
         }
         Ok(files)
+    }
+
+    /// Appends one line to `phases.jsonl` (the time a step took; not compared on resume).
+    pub fn record_phase(&self, line: &Value) -> Result<()> {
+        use std::io::Write;
+        let path = self.root.join("phases.jsonl");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        writeln!(file, "{line}").with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The sampling throughput of a method's rounds (round 1 shared) from `phases.jsonl`:
+    /// new tokens per second over all its sampling steps; None when none is recorded.
+    pub fn sampling_throughput(&self, method: LoopMethod) -> Option<f64> {
+        let text = std::fs::read_to_string(self.root.join("phases.jsonl")).ok()?;
+        let (mut tokens, mut seconds) = (0.0, 0.0);
+        for line in text.lines() {
+            let Ok(step) = serde_json::from_str::<Value>(line) else {
+                continue; // a line cut short by a crash
+            };
+            let round = step["round"].as_u64().unwrap_or(0);
+            if step["phase"] == "sampling" && (round <= 1 || step["method"] == method.name()) {
+                tokens += step["new_tokens"].as_f64().unwrap_or(0.0);
+                seconds += step["seconds"].as_f64().unwrap_or(0.0);
+            }
+        }
+        (seconds > 0.0).then(|| tokens / seconds)
     }
 
     /// An existing loop directory, without checking or rewriting its manifest (to read it).

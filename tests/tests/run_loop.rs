@@ -414,6 +414,15 @@ fn compare_loops_and_methods(whole: &Path, cut: &Path) {
         assert_eq!(pass1["p_value"].parse::<f64>().unwrap(), 1.0, "{pass1:?}");
     }
     assert!(stdout.contains("same answer 3/3"), "{stdout}");
+    // The loops' sampling throughput, from their phases.jsonl.
+    let throughput = deltas(&out.path().join("sft").join("throughput.csv"));
+    assert_eq!(throughput.len(), 2, "{throughput:?}");
+    assert!(
+        throughput
+            .iter()
+            .all(|r| r["tokens_per_s"].parse::<f64>().is_ok_and(|t| t > 0.0)),
+        "{throughput:?}"
+    );
 
     let methods = tempfile::tempdir().unwrap();
     harness_ok(&[
@@ -439,7 +448,7 @@ fn compare_loops_and_methods(whole: &Path, cut: &Path) {
     );
 }
 
-/// The rows of a deltas.csv by column name.
+/// The rows of a CSV file (deltas.csv, throughput.csv) by column name.
 fn deltas(path: &Path) -> Vec<HashMap<String, String>> {
     let mut reader =
         csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -27,6 +27,8 @@ struct Compared {
     files: Vec<PathBuf>,
     /// Where the SentenceBERT cache and the settings are (the run or loop root).
     root: PathBuf,
+    /// Sampling throughput: a bench run's summary.csv, a loop's phases.jsonl.
+    tokens_per_s: Option<f64>,
 }
 
 pub fn run(args: CompareArgs) -> Result<()> {
@@ -114,6 +116,7 @@ fn column(dir: &Path) -> Result<Compared> {
         reports: dir.to_path_buf(),
         files: sample_files(dir)?,
         root: dir.to_path_buf(),
+        tokens_per_s: tokens_per_s(&dir.join("summary.csv"))?,
     })
 }
 
@@ -145,6 +148,7 @@ fn loop_method(root: &Path, settings: &LoopSettings, method: LoopMethod) -> Resu
         reports: dir.reports(method),
         files: dir.method_files(method, settings.rounds)?,
         root: root.to_path_buf(),
+        tokens_per_s: dir.sampling_throughput(method),
     })
 }
 
@@ -221,7 +225,7 @@ fn load(column: &Compared) -> Result<RunMeasures> {
         info,
         metrics: rows,
         greedy,
-        tokens_per_s: tokens_per_s(&column.root.join("summary.csv"))?,
+        tokens_per_s: column.tokens_per_s,
     })
 }
 

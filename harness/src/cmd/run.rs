@@ -418,6 +418,14 @@ impl<'a> Loop<'a> {
                 outcome.sampling_seconds,
                 outcome.new_tokens as f64 / outcome.sampling_seconds.max(1e-9)
             ));
+            self.dir.record_phase(&serde_json::json!({
+                "step": label,
+                "method": method.name(),
+                "round": round,
+                "phase": "sampling",
+                "seconds": outcome.sampling_seconds,
+                "new_tokens": outcome.new_tokens,
+            }))?;
         }
         Ok(())
     }
