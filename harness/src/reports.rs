@@ -216,16 +216,21 @@ pub fn measure_files(
     )?;
     let first = members.values().flatten().next();
     let info = RunInfo {
-        run: out
-            .canonicalize()
-            .unwrap_or_else(|_| out.to_path_buf())
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().to_string()),
+        run: dir_name(out),
         backend: text_or(&settings["backend"], first.map(|s| s.backend.as_str())),
         model: text_or(&settings["model"], first.map(|s| s.model.as_str())),
         method: method.to_string(),
     };
     Ok((info, measures))
+}
+
+/// A run directory's name as the reports' `run` column gives it (through its canonical
+/// path, so `.` names the folder); empty for `/`.
+pub fn dir_name(dir: &Path) -> String {
+    dir.canonicalize()
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().to_string())
 }
 
 fn text_or(value: &Value, fallback: Option<&str>) -> String {

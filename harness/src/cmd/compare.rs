@@ -14,7 +14,7 @@ use results::{Bootstrap, RunMeasures};
 use crate::cli::CompareArgs;
 use crate::cmd::run_args::LoopMethod;
 use crate::loop_dir::{LoopDir, LoopSettings, read_settings};
-use crate::reports::{ReportOptions, manifest, measure_files, sample_files};
+use crate::reports::{ReportOptions, dir_name, manifest, measure_files, sample_files};
 
 /// One column of a comparison: where its metrics and samples are.
 struct Compared {
@@ -135,14 +135,10 @@ fn require_metrics(reports: &Path, root: &Path) -> Result<()> {
 fn loop_method(root: &Path, settings: &LoopSettings, method: LoopMethod) -> Result<Compared> {
     let dir = LoopDir::existing(root);
     require_metrics(&dir.reports(method), root)?;
-    let name = root
-        .canonicalize()
-        .unwrap_or_else(|_| root.to_path_buf())
-        .file_name()
-        .map_or_else(
-            || root.display().to_string(),
-            |n| n.to_string_lossy().to_string(),
-        );
+    let mut name = dir_name(root);
+    if name.is_empty() {
+        name = root.display().to_string();
+    }
     Ok(Compared {
         label: Some(format!("{name}/{}", method.name())),
         reports: dir.reports(method),

@@ -22,7 +22,7 @@ use crate::evaluate::{self, Plan, Settings, evenly_spaced};
 use crate::loop_dir::{EvalSet, LoopDir, LoopSettings, read_settings};
 use crate::loop_train::{RoundJob, candle_job, m1_reference, run_external};
 use crate::progress;
-use crate::reports::{ReportOptions, ReportSettings, report_files};
+use crate::reports::{ReportOptions, ReportSettings, dir_name, report_files};
 use crate::round_table;
 use crate::serving::{Checkpoint, Engine};
 
@@ -483,17 +483,8 @@ fn report_method(
     });
     let measures = report_files(&out, &files, &value, method.name(), dir.root(), options)?;
     let changes = results::round_changes(method.name(), &measures, options.bootstrap);
-    results::write_changes(&out, "deltas.csv", &run_name(dir), &changes)?;
+    results::write_changes(&out, "deltas.csv", &dir_name(dir.root()), &changes)?;
     Ok((measures, changes))
-}
-
-/// The loop directory's name, as the reports' `run` column gives it.
-fn run_name(dir: &LoopDir) -> String {
-    let root = dir.root();
-    root.canonicalize()
-        .unwrap_or_else(|_| root.to_path_buf())
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().to_string())
 }
 
 /// The reports at the top of the loop directory: `summary.csv` and its figure (every
@@ -525,7 +516,12 @@ fn compare_methods(
             ));
         }
     }
-    results::write_changes(dir.root(), "methods_deltas.csv", &run_name(dir), &changes)
+    results::write_changes(
+        dir.root(),
+        "methods_deltas.csv",
+        &dir_name(dir.root()),
+        &changes,
+    )
 }
 
 /// The report settings of `harness run`'s flags.
