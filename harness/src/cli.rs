@@ -4,6 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::flags::{BackendKind, DataArgs, LlamaCppArgs, OpenAiArgs, SandboxArgs, Style};
+use crate::study::flags::RunArgs;
+use crate::training::{ExportType, TrainingArgs};
+
 /// Measures whether iterative self-improvement of a language model is progress or regress:
 /// samples a model, grades the samples on GSM8K, MATH, CommonsenseQA, MBPP, SVAMP and a
 /// synthetic arithmetic task, and reports the study's reversal metrics.
@@ -29,10 +33,10 @@ pub enum Command {
     /// training questions, grade, build the data set and train the next model (SFT, DPO or
     /// SFT-DPO), evaluating every model and reporting every reversal metric per round.
     /// Resumable: the same command continues a stopped run.
-    Run(Box<crate::cmd::run_args::RunArgs>),
+    Run(Box<RunArgs>),
     /// Fine-tune a model on graded samples (SFT or DPO) and write the next round's
     /// checkpoint (GGUF for llama.cpp, PEFT adapter and safetensors for vLLM).
-    Train(Box<crate::cmd::train_args::TrainArgs>),
+    Train(Box<TrainArgs>),
     /// Recompute every metric of a run directory from its sample files and rewrite its
     /// CSV reports and plots.
     Report(ReportArgs),
@@ -92,19 +96,6 @@ pub struct CompareArgs {
     pub data: DataArgs,
 }
 
-/// Where task data comes from.
-#[derive(Debug, Args, Clone)]
-pub struct DataArgs {
-    /// Read data files from this directory (laid out like benchmarks/data, plain or .gz)
-    /// instead of the copies built into the binary. Checksums are verified either way.
-    #[arg(long, env = "HARNESS_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Seed of generated tasks (arith); the same seed and generator version always give
-    /// the same problems.
-    #[arg(id = "arith_seed", long = "arith-seed", default_value_t = benchmarks::arith::DEFAULT_SEED)]
-    pub seed: u64,
-}
-
 #[derive(Debug, Args)]
 pub struct PromptArgs {
     /// Task name: gsm8k, math, csqa, mbpp, svamp or arith.
@@ -127,22 +118,6 @@ pub struct PromptArgs {
     pub json: bool,
     #[command(flatten)]
     pub data: DataArgs,
-}
-
-/// Prompt form.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Style {
-    Chat,
-    Text,
-}
-
-impl From<Style> for benchmarks::PromptStyle {
-    fn from(style: Style) -> Self {
-        match style {
-            Style::Chat => benchmarks::PromptStyle::Chat,
-            Style::Text => benchmarks::PromptStyle::Text,
-        }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -170,33 +145,6 @@ pub struct GradeArgs {
     pub sandbox: SandboxArgs,
     #[command(flatten)]
     pub data: DataArgs,
-}
-
-/// Limits of the sandbox that runs MBPP programs.
-#[derive(Debug, Args, Clone)]
-pub struct SandboxArgs {
-    /// MBPP programs run at the same time (default: the number of CPUs).
-    #[arg(long)]
-    pub sandbox_parallel: Option<usize>,
-    /// Wall-clock limit per MBPP program, in seconds.
-    #[arg(long, default_value_t = 10.0)]
-    pub sandbox_timeout: f64,
-    /// Address-space limit per MBPP program, in MiB.
-    #[arg(long, default_value_t = 1024)]
-    pub sandbox_memory_mb: u64,
-    /// Python interpreter for the programs (a bare name is looked up in /usr/bin,
-    /// /usr/local/bin, /bin, then PATH).
-    #[arg(long, default_value = "python3", value_name = "PATH")]
-    pub python: std::path::PathBuf,
-}
-
-/// Which inference engine samples the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendKind {
-    /// Embedded llama.cpp (GGUF files; CPU, or GPU with the `cuda` feature).
-    Llamacpp,
-    /// An OpenAI-compatible server (vLLM, llama-server, ...).
-    Openai,
 }
 
 #[derive(Debug, Args)]
@@ -272,79 +220,64 @@ pub struct BenchArgs {
     pub data: DataArgs,
 }
 
-/// Settings of the embedded llama.cpp engine.
-#[derive(Debug, Args, Clone)]
-pub struct LlamaCppArgs {
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<u32>,
-    /// Sequences decoded together, or `auto`: one per sample of each sampling call (greedy
-    /// and sampled responses of every problem at once), at most 256 and at most what a 2 GiB
-    /// KV cache holds: the fastest setting measured (README, "Sampling speed"). Output is the
-    /// same at any setting.
-    #[arg(long, default_value = "auto")]
-    pub parallel: backends::Parallel,
-    /// Context length of each sequence (prompt + response).
-    #[arg(long, default_value_t = 2048)]
-    pub ctx: u32,
-    /// Tokens per llama_decode call.
-    #[arg(long, default_value_t = 512)]
-    pub batch_size: u32,
-    /// Tokens per compute micro-batch.
-    #[arg(long, default_value_t = 512)]
-    pub ubatch_size: u32,
-    /// Layers offloaded to the GPU (needs a build with `--features cuda`).
-    #[arg(long, default_value_t = 0)]
-    pub gpu_layers: u32,
-    /// Attention kernel. `off` keeps greedy output the same whatever else is in the batch
-    /// (llama.cpp's flash attention changes its summation order with the batch's shape);
-    /// `on` is faster on long contexts; `auto` lets llama.cpp choose.
-    #[arg(long, value_enum, default_value_t = FlashAttn::Off)]
-    pub flash_attn: FlashAttn,
-}
-
-/// `--flash-attn` values (llama-server's spelling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FlashAttn {
-    Off,
-    On,
-    Auto,
+pub enum TrainMethod {
+    /// Supervised fine-tuning on `{"prompt","completion"}` or `{"messages"}` records.
+    Sft,
+    /// Direct preference optimisation on `{"prompt","chosen","rejected"}` records.
+    Dpo,
 }
 
-impl From<FlashAttn> for backends::FlashAttention {
-    fn from(value: FlashAttn) -> Self {
-        match value {
-            FlashAttn::Off => backends::FlashAttention::Off,
-            FlashAttn::On => backends::FlashAttention::On,
-            FlashAttn::Auto => backends::FlashAttention::Auto,
-        }
-    }
-}
-
-/// Settings of the OpenAI-compatible client.
-#[derive(Debug, Args, Clone)]
-pub struct OpenAiArgs {
-    /// Server base URL ending in /v1; repeat (or comma-separate) to spread load.
-    #[arg(long, value_delimiter = ',')]
-    pub base_url: Vec<String>,
-    /// API key (default: the OPENAI_API_KEY environment variable).
+/// Flags of `harness train`: what to train on and where to write; how to train is
+/// [`TrainingArgs`], shared with `harness run`.
+#[derive(Debug, Args)]
+#[command(
+    mut_arg("train_batch_size", |a| a.long("batch-size").value_name("BATCH_SIZE")),
+    mut_arg("train_seed", |a| a.long("seed").value_name("SEED")),
+    mut_arg("train_threads", |a| a.long("threads").value_name("THREADS")),
+)]
+pub struct TrainArgs {
+    /// Training objective: sft or dpo.
+    #[arg(long, value_enum)]
+    pub method: TrainMethod,
+    /// Training data, JSON Lines in TRL's formats (see the README).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub data: PathBuf,
+    /// Held-out records in the same format: their loss (SFT) or DPO rewards and margin are
+    /// measured before and after training and written to train_summary.json.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub eval_data: Option<PathBuf>,
+    /// Model to train: a .gguf (quantised tensors are dequantised) or a Hugging Face folder
+    /// (config.json + *.safetensors). Default: SmolLM2-135M-Instruct, fetched on first use.
+    #[arg(long, value_name = "BASE")]
+    pub model: Option<PathBuf>,
+    /// DPO reference model (default: the model being trained, M_{t-1}; give M1 or M0 to
+    /// anchor to an earlier round).
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: Option<PathBuf>,
+    /// The tokenizer and chat template that encode the data: a GGUF (as llama.cpp applies
+    /// them) or a Hugging Face folder (tokenizer.json and its jinja chat template, as
+    /// transformers and vLLM apply them). Default: --model.
+    #[arg(long, value_name = "GGUF|DIR")]
+    pub tokenizer: Option<PathBuf>,
+    /// LoRA: start the adapters from this PEFT adapter folder (a previous round's
+    /// `adapter/`) instead of a fresh initialisation; --model stays the frozen base. DPO's
+    /// reference is then base + this adapter unless --ref is given.
+    #[arg(long, value_name = "DIR", conflicts_with = "full")]
+    pub continue_adapter: Option<PathBuf>,
+    /// SFT: also measure the mean loss over all the training data before and after training
+    /// (one forward pass over the data each time).
     #[arg(long)]
-    pub api_key: Option<String>,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 16)]
-    pub concurrency: usize,
-    /// Limit per HTTP request, in seconds.
-    #[arg(long, default_value_t = 600.0)]
-    pub request_timeout: f64,
-    /// Retry a request whose server sends nothing for this many seconds (responses are
-    /// streamed, so a live request sends a token at a time; a hung one costs this long).
-    #[arg(long, default_value_t = 60.0)]
-    pub idle_timeout: f64,
-    /// Retries per request on connection errors, 429 and 5xx.
-    #[arg(long, default_value_t = 6)]
-    pub retries: u32,
-    /// Ask for a problem's samples in one request with `n` (vLLM seeds choice j with
-    /// seed + j); by default one request per sample, each with its own seed.
+    pub loss_on_training_data: bool,
+    /// Output folder (model.gguf, adapter/, hf/, train_log.jsonl, train_summary.json).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub training: TrainingArgs,
+    /// Tensor type of the exported model.gguf (needs a GGUF base); none skips it.
+    #[arg(long, value_enum, default_value_t = ExportType::F16)]
+    pub gguf_type: ExportType,
+    /// Also write merged Hugging Face safetensors to OUT/hf.
     #[arg(long)]
-    pub native_n: bool,
+    pub export_hf: bool,
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use backends::{Backend, LlamaCpp, LlamaCppConfig, OpenAi, OpenAiConfig};
 
-use crate::cli::{BackendKind, LlamaCppArgs, OpenAiArgs};
+use crate::flags::{BackendKind, LlamaCppArgs, OpenAiArgs};
 
 /// The backend these settings select. `model`: a GGUF for llama.cpp (default: the embedded
 /// SmolLM2, fetched on first use), the served model id for a server.

@@ -7,15 +7,14 @@ mod cmd;
 mod config;
 mod engine;
 mod evaluate;
-mod loop_dir;
-mod loop_train;
+mod flags;
 mod progress;
 mod reports;
-mod round_table;
 mod run_dir;
-mod serving;
 mod shell;
+mod study;
 mod summary;
+mod training;
 
 use clap::Parser;
 

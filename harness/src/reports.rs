@@ -12,9 +12,9 @@ use results::{Bootstrap, Embedder, ProblemGroups, RunInfo, SampleSet, SentenceEn
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::cli::{DataArgs, SandboxArgs};
-use crate::cmd::grade::sandbox_config;
+use crate::flags::{DataArgs, SandboxArgs};
 use crate::progress;
+use crate::run_dir::{dir_name, read_manifest, write_atomic};
 
 /// How to report.
 pub struct ReportOptions<'a> {
@@ -49,7 +49,7 @@ impl ReportSettings {
     /// What a run directory recorded; None when it recorded nothing (a run written before
     /// intervals existed, or sample files from another tool).
     pub fn recorded(dir: &Path) -> Result<Option<Self>> {
-        let reports = manifest(dir)?["reports"].clone();
+        let reports = read_manifest(dir)?["reports"].clone();
         if reports.is_null() {
             return Ok(None);
         }
@@ -60,12 +60,12 @@ impl ReportSettings {
 
     /// Writes these settings into the directory's manifest (under `reports`).
     pub fn record(self, dir: &Path) -> Result<()> {
-        let mut manifest = manifest(dir)?;
+        let mut manifest = read_manifest(dir)?;
         if manifest.is_null() {
             return Ok(());
         }
         manifest["reports"] = serde_json::to_value(self)?;
-        crate::run_dir::write_atomic(
+        write_atomic(
             &dir.join("manifest.json"),
             serde_json::to_string_pretty(&manifest)?.as_bytes(),
         )
@@ -85,24 +85,10 @@ pub fn sample_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The run's manifest, or null when it has none (sample files from another tool).
-pub fn manifest(dir: &Path) -> Result<Value> {
-    let path = dir.join("manifest.json");
-    if !path.exists() {
-        return Ok(Value::Null);
-    }
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))
-}
-
-/// Recomputes every metric of a run directory and rewrites its CSVs and plots; returns the
-/// measures. A loop directory (`harness run`) gets one report per method.
+/// Recomputes every metric of a bench run directory (or a folder of sample files) and
+/// rewrites its CSVs and plots; returns the measures.
 pub fn report_run(dir: &Path, options: &ReportOptions) -> Result<results::Measures> {
-    let manifest = manifest(dir)?;
-    if manifest["command"] == "run" {
-        return crate::cmd::run::report_loop(dir, options);
-    }
+    let manifest = read_manifest(dir)?;
     let method = text_or(
         &manifest["settings"]["method"],
         Some(manifest["command"].as_str().unwrap_or("bench")),
@@ -224,15 +210,6 @@ pub fn measure_files(
     Ok((info, measures))
 }
 
-/// A run directory's name as the reports' `run` column gives it (through its canonical
-/// path, so `.` names the folder); empty for `/`.
-pub fn dir_name(dir: &Path) -> String {
-    dir.canonicalize()
-        .unwrap_or_else(|_| dir.to_path_buf())
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().to_string())
-}
-
 fn text_or(value: &Value, fallback: Option<&str>) -> String {
     value
         .as_str()
@@ -259,7 +236,7 @@ fn regrade(
         .flat_map(|(_, s)| s)
         .any(|s| benchmarks::task(&s.task).is_ok_and(|t| t.grader == GraderKind::Code));
     let sandbox = match needs_sandbox {
-        true => Some(Sandbox::new(sandbox_config(options.sandbox))?),
+        true => Some(Sandbox::new(options.sandbox.config())?),
         false => None,
     };
     for (path, samples) in files.iter_mut() {

@@ -9,7 +9,6 @@ use benchmarks::{Sandbox, prompt};
 use serde_json::json;
 
 use crate::cli::BenchArgs;
-use crate::cmd::grade::sandbox_config;
 use crate::engine::{backend_name, flash_attention, make_backend};
 use crate::evaluate::{self, Plan, Settings, evenly_spaced};
 use crate::reports::{ReportOptions, ReportSettings, report_run};
@@ -28,7 +27,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let run = RunDir::open(&out, &manifest(&args, &plans, backend.as_ref()))?;
     eprintln!("run directory: {}", run.root().display());
     let sandbox = match evaluate::needs_sandbox(&plans) {
-        true => Some(Sandbox::new(sandbox_config(&args.sandbox))?),
+        true => Some(Sandbox::new(args.sandbox.config())?),
         false => None,
     };
     let outcome = evaluate::sample_and_grade(

@@ -12,9 +12,10 @@ use anyhow::{Context, Result, bail};
 use results::{Bootstrap, RunMeasures};
 
 use crate::cli::CompareArgs;
-use crate::cmd::run_args::LoopMethod;
-use crate::loop_dir::{LoopDir, LoopSettings, read_settings};
-use crate::reports::{ReportOptions, dir_name, manifest, measure_files, sample_files};
+use crate::reports::{ReportOptions, measure_files, sample_files};
+use crate::run_dir::{dir_name, read_manifest};
+use crate::study::dir::{LoopDir, LoopSettings, read_settings};
+use crate::study::flags::LoopMethod;
 
 /// One column of a comparison: where its metrics and samples are.
 struct Compared {
@@ -85,7 +86,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
 }
 
 fn is_loop(dir: &Path) -> Result<bool> {
-    Ok(manifest(dir)?["command"] == "run")
+    Ok(read_manifest(dir)?["command"] == "run")
 }
 
 /// A bench directory, or one method's folder of a loop (`RUN/sft`).
@@ -168,7 +169,7 @@ fn compare_columns(out: &Path, columns: &[Compared], args: &CompareArgs) -> Resu
     let measured = columns
         .iter()
         .map(|c| {
-            let settings = manifest(&c.root)?["settings"].clone();
+            let settings = read_manifest(&c.root)?["settings"].clone();
             let (_, measures) =
                 measure_files(&c.reports, &c.files, &settings, "", &c.root, &options)?;
             Ok(measures)

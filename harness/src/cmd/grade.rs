@@ -6,11 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use benchmarks::{
-    Grader, GraderKind, Problem, Sample, Sandbox, SandboxConfig, Task, read_sample_lines, task,
-    write_samples,
+    Grader, GraderKind, Problem, Sample, Sandbox, Task, read_sample_lines, task, write_samples,
 };
 
-use crate::cli::{GradeArgs, SandboxArgs};
+use crate::cli::GradeArgs;
 use crate::progress;
 
 pub fn run(args: GradeArgs) -> Result<()> {
@@ -57,7 +56,7 @@ pub fn run(args: GradeArgs) -> Result<()> {
     }
 
     let sandbox = match task.grader {
-        GraderKind::Code => Some(Sandbox::new(sandbox_config(&args.sandbox))?),
+        GraderKind::Code => Some(Sandbox::new(args.sandbox.config())?),
         _ => None,
     };
     let grader = Grader::new(task.grader, sandbox.as_ref())?;
@@ -76,19 +75,6 @@ pub fn run(args: GradeArgs) -> Result<()> {
     }
     report(task, &origin, &graded, elapsed, args.show_failures);
     Ok(())
-}
-
-pub fn sandbox_config(args: &SandboxArgs) -> SandboxConfig {
-    let mut config = SandboxConfig {
-        timeout: Duration::from_secs_f64(args.sandbox_timeout),
-        memory_bytes: args.sandbox_memory_mb << 20,
-        python: args.python.clone(),
-        ..SandboxConfig::default()
-    };
-    if let Some(parallel) = args.sandbox_parallel {
-        config.parallel = parallel.max(1);
-    }
-    config
 }
 
 /// The samples of a file, each with its line, checked against the task.

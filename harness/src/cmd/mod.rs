@@ -1,4 +1,5 @@
-//! One module per subcommand.
+//! One module per subcommand: each turns its flags into calls to the modules below (the loop
+//! is `study`). Nothing imports from here but `main`.
 
 pub mod bench;
 pub mod compare;
@@ -6,21 +7,5 @@ pub mod grade;
 pub mod prompt;
 pub mod report;
 pub mod run;
-pub mod run_args;
 pub mod tasks;
 pub mod train;
-pub mod train_args;
-
-use benchmarks::DataSource;
-
-use crate::cli::DataArgs;
-
-impl DataArgs {
-    /// The data source these flags select.
-    pub fn source(&self) -> DataSource {
-        match &self.data_dir {
-            Some(dir) => DataSource::Dir(dir.clone()),
-            None => DataSource::Embedded,
-        }
-    }
-}

@@ -5,6 +5,8 @@ use anyhow::Result;
 
 use crate::cli::ReportArgs;
 use crate::reports::{ReportOptions, ReportSettings, report_run};
+use crate::run_dir::read_manifest;
+use crate::study;
 
 pub fn run(args: ReportArgs) -> Result<()> {
     let recorded = ReportSettings::recorded(&args.run_dir)?;
@@ -22,7 +24,11 @@ pub fn run(args: ReportArgs) -> Result<()> {
         sandbox: &args.sandbox,
         data: &args.data,
     };
-    let measures = report_run(&args.run_dir, &options)?;
+    // A loop directory (`harness run`) gets one report per method.
+    let measures = match read_manifest(&args.run_dir)?["command"] == "run" {
+        true => study::report_loop(&args.run_dir, &options)?,
+        false => report_run(&args.run_dir, &options)?,
+    };
     settings.record(&args.run_dir)?;
     println!(
         "{}: {} metric values, {} coverage rows, {} improvement-set rows; wrote metrics.csv, rounds.csv, improvement_set.csv, coverage.csv and plots",

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use benchmarks::TASKS;
 
-use crate::cli::DataArgs;
+use crate::flags::DataArgs;
 
 pub fn run(args: DataArgs) -> Result<()> {
     let source = args.source();

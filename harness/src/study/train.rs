@@ -1,20 +1,102 @@
-//! Training one round of the loop: the built-in candle trainer's job, or the user's
+//! Training one model of the loop: the built-in candle trainer's job, or the user's
 //! `--train-cmd` (TRL, DeepSpeed, a cluster job) given the same inputs through environment
 //! variables.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use anyhow::{Result, bail};
-use trainer::job::{Method, TrainJob};
-use trainer::train::{DpoParams, TrainParams};
-use trainer::{LoraConfig, Tuning};
+use anyhow::{Context, Result, bail};
+use trainer::job::TrainJob;
 
-use crate::cmd::run_args::LoopTrainArgs;
-use crate::cmd::train_args::{ExportType, default_learning_rate};
+use super::flags::{DpoReference, LoopMethod, LoopTrainArgs};
+use super::serve::Engine;
+use super::setup::Loop;
+use crate::flags::BackendKind;
+use crate::progress;
 use crate::shell::run_logged;
+use crate::training::{ExportType, default_learning_rate, run_job};
+
+impl Loop<'_> {
+    /// Trains into `round/model` (through `round/model.partial`, renamed when done).
+    pub(super) fn train(
+        &mut self,
+        engine: &mut Engine,
+        (number, round): (u32, &Path),
+        data: &Path,
+        dpo: bool,
+        previous: Option<&Path>,
+    ) -> Result<()> {
+        let out = round.join("model");
+        if out.exists() {
+            return Ok(());
+        }
+        let partial = round.join("model.partial");
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial)
+                .with_context(|| format!("removing {}", partial.display()))?;
+        }
+        engine.release();
+        let reference = match (dpo, self.args.dpo_ref) {
+            (false, _) | (true, DpoReference::Previous) => None,
+            (true, DpoReference::M1) => Some(m1_reference(&self.model_dir(LoopMethod::Sft, 1))?),
+            (true, DpoReference::M0) => Some(self.m0.clone()),
+        };
+        let job = RoundJob {
+            round: number,
+            data,
+            dpo,
+            m0: &self.m0,
+            previous,
+            reference,
+            export_whole: number == 1 && self.args.dpo_ref == DpoReference::M1,
+            out: &partial,
+        };
+        let label = format!(
+            "{} {}",
+            round
+                .strip_prefix(self.dir.root())
+                .unwrap_or(round)
+                .display(),
+            if dpo { "DPO" } else { "SFT" }
+        );
+        let started = Instant::now();
+        match &self.args.training.train_cmd {
+            Some(cmd) => {
+                progress::phase(&format!(
+                    "{label}: --train-cmd (output in {}/train.log)",
+                    round.display()
+                ));
+                run_external(
+                    cmd,
+                    &self.args.training,
+                    &job,
+                    &self.checkpoint_needs(),
+                    &round.join("train.log"),
+                )?;
+            }
+            None => {
+                run_job(&candle_job(&self.args.training, &job)?, &label)?;
+            }
+        }
+        self.phases.training += started.elapsed().as_secs_f64();
+        std::fs::rename(&partial, &out)
+            .with_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
+        Ok(())
+    }
+
+    /// What a round's model folder must hold for the sampling engine.
+    fn checkpoint_needs(&self) -> Vec<&'static str> {
+        match (self.args.backend, self.args.serving.lora_hotload) {
+            (BackendKind::Llamacpp, _) => vec!["model.gguf"],
+            (BackendKind::Openai, true) => vec!["adapter/adapter_config.json"],
+            // The hook decides what it serves.
+            (BackendKind::Openai, false) => Vec::new(),
+        }
+    }
+}
 
 /// One round's training: what it starts from and where it writes.
-pub struct RoundJob<'a> {
+struct RoundJob<'a> {
     /// The round of the model being trained (1: M1).
     pub round: u32,
     /// The data set (TRL format: SFT prompt/completion, DPO prompt/chosen/rejected).
@@ -37,7 +119,7 @@ pub struct RoundJob<'a> {
 
 /// M1 as a model the trainer loads whole, for `--dpo-ref m1`: its `model.gguf` (M0 a GGUF),
 /// else its `hf/` (M0 a Hugging Face folder).
-pub fn m1_reference(m1: &Path) -> Result<PathBuf> {
+fn m1_reference(m1: &Path) -> Result<PathBuf> {
     let (gguf, hf) = (m1.join("model.gguf"), m1.join("hf"));
     if gguf.is_file() {
         return Ok(gguf);
@@ -67,12 +149,12 @@ impl RoundJob<'_> {
 
 /// The learning rate, epochs and export type of a round.
 fn round_settings(t: &LoopTrainArgs, job: &RoundJob) -> (f64, usize, ExportType) {
-    let lora = !t.full;
-    let given = if job.dpo { t.dpo_lr } else { t.lr };
+    let lora = !t.settings.full;
+    let given = if job.dpo { t.dpo_lr } else { t.settings.lr };
     let learning_rate = given.unwrap_or(default_learning_rate(job.dpo, lora));
     let epochs = match job.previous {
         None => t.m1_epochs,
-        Some(_) => t.epochs,
+        Some(_) => t.settings.epochs,
     };
     let export = t.gguf_type.unwrap_or(match lora {
         true => ExportType::F16,
@@ -82,8 +164,8 @@ fn round_settings(t: &LoopTrainArgs, job: &RoundJob) -> (f64, usize, ExportType)
 }
 
 /// The candle trainer's job for a round.
-pub fn candle_job(t: &LoopTrainArgs, job: &RoundJob) -> Result<TrainJob> {
-    let lora = !t.full;
+fn candle_job(t: &LoopTrainArgs, job: &RoundJob) -> Result<TrainJob> {
+    let lora = !t.settings.full;
     let (model, continue_adapter) = job.start(lora);
     let (learning_rate, epochs, export) = round_settings(t, job);
     // A GGUF export copies M0's GGUF metadata; M0 as a Hugging Face folder (served by a
@@ -96,58 +178,22 @@ pub fn candle_job(t: &LoopTrainArgs, job: &RoundJob) -> Result<TrainJob> {
             bail!("the loop samples each round's model.gguf: --gguf-type none does not apply")
         }
     };
-    Ok(TrainJob {
-        method: match job.dpo {
-            true => Method::Dpo(DpoParams {
-                beta: t.beta,
-                label_smoothing: t.label_smoothing,
-                nll_weight: t.nll_weight,
-            }),
-            false => Method::Sft,
-        },
-        data: job.data.to_path_buf(),
-        eval_data: None,
-        model,
-        reference: job.reference.clone(),
-        tokenizer: None,
-        tuning: match lora {
-            true => Tuning::Lora(LoraConfig {
-                rank: t.lora_rank,
-                alpha: t.lora_alpha,
-                dropout: t.lora_dropout,
-                target_modules: t.lora_targets.clone(),
-            }),
-            false => Tuning::Full,
-        },
-        continue_adapter,
-        base_model_name: Some(job.m0.display().to_string()),
-        loss_on_training_data: false,
-        params: TrainParams {
-            learning_rate,
-            epochs,
-            batch_size: t.train_batch_size,
-            grad_accum: t.grad_accum,
-            warmup_ratio: t.warmup_ratio,
-            schedule: t.schedule,
-            max_grad_norm: t.max_grad_norm,
-            adamw: trainer::optim::AdamWParams {
-                weight_decay: t.weight_decay,
-                ..Default::default()
-            },
-            seed: t.train_seed,
-        },
-        max_len: t.max_len,
-        out: job.out.to_path_buf(),
-        gguf,
-        hf: from_folder && (!lora || job.export_whole),
-        device: crate::cmd::train::device()?,
-        dtype: candle_core::DType::F32,
-    })
+    let (data, out) = (job.data.to_path_buf(), job.out.to_path_buf());
+    let mut train = t
+        .settings
+        .job(job.dpo, Some(learning_rate), data, model, out)?;
+    train.params.epochs = epochs;
+    train.reference = job.reference.clone();
+    train.continue_adapter = continue_adapter;
+    train.base_model_name = Some(job.m0.display().to_string());
+    train.gguf = gguf;
+    train.hf = from_folder && (!lora || job.export_whole);
+    Ok(train)
 }
 
 /// Runs `--train-cmd` for a round, its output in `log`, and checks that it left each of
 /// `needs` (paths relative to the output folder) behind.
-pub fn run_external(
+fn run_external(
     cmd: &str,
     t: &LoopTrainArgs,
     job: &RoundJob,
@@ -182,7 +228,7 @@ fn external_env(
 ) -> Result<Vec<(String, String)>> {
     let path = |p: &Path| -> Result<String> { Ok(std::path::absolute(p)?.display().to_string()) };
     let optional = |p: Option<&Path>| -> Result<String> { p.map_or(Ok(String::new()), path) };
-    let lora = !t.full;
+    let lora = !t.settings.full;
     let (model, adapter) = job.start(lora);
     let (learning_rate, epochs, export) = round_settings(t, job);
     let envs = vec![
@@ -206,24 +252,33 @@ fn external_env(
         ("HARNESS_REFERENCE", optional(job.reference.as_deref())?),
         ("HARNESS_LR", learning_rate.to_string()),
         ("HARNESS_EPOCHS", epochs.to_string()),
-        ("HARNESS_BATCH_SIZE", t.train_batch_size.to_string()),
-        ("HARNESS_GRAD_ACCUM", t.grad_accum.to_string()),
-        ("HARNESS_WARMUP_RATIO", t.warmup_ratio.to_string()),
+        (
+            "HARNESS_BATCH_SIZE",
+            t.settings.train_batch_size.to_string(),
+        ),
+        ("HARNESS_GRAD_ACCUM", t.settings.grad_accum.to_string()),
+        ("HARNESS_WARMUP_RATIO", t.settings.warmup_ratio.to_string()),
         (
             "HARNESS_SCHEDULE",
-            format!("{:?}", t.schedule).to_lowercase(),
+            format!("{:?}", t.settings.schedule).to_lowercase(),
         ),
-        ("HARNESS_MAX_GRAD_NORM", t.max_grad_norm.to_string()),
-        ("HARNESS_WEIGHT_DECAY", t.weight_decay.to_string()),
-        ("HARNESS_SEED", t.train_seed.to_string()),
-        ("HARNESS_MAX_LEN", t.max_len.to_string()),
-        ("HARNESS_LORA_RANK", t.lora_rank.to_string()),
-        ("HARNESS_LORA_ALPHA", t.lora_alpha.to_string()),
-        ("HARNESS_LORA_DROPOUT", t.lora_dropout.to_string()),
-        ("HARNESS_LORA_TARGETS", t.lora_targets.join(",")),
-        ("HARNESS_BETA", t.beta.to_string()),
-        ("HARNESS_LABEL_SMOOTHING", t.label_smoothing.to_string()),
-        ("HARNESS_NLL_WEIGHT", t.nll_weight.to_string()),
+        (
+            "HARNESS_MAX_GRAD_NORM",
+            t.settings.max_grad_norm.to_string(),
+        ),
+        ("HARNESS_WEIGHT_DECAY", t.settings.weight_decay.to_string()),
+        ("HARNESS_SEED", t.settings.train_seed.to_string()),
+        ("HARNESS_MAX_LEN", t.settings.max_len.to_string()),
+        ("HARNESS_LORA_RANK", t.settings.lora_rank.to_string()),
+        ("HARNESS_LORA_ALPHA", t.settings.lora_alpha.to_string()),
+        ("HARNESS_LORA_DROPOUT", t.settings.lora_dropout.to_string()),
+        ("HARNESS_LORA_TARGETS", t.settings.lora_targets.join(",")),
+        ("HARNESS_BETA", t.settings.beta.to_string()),
+        (
+            "HARNESS_LABEL_SMOOTHING",
+            t.settings.label_smoothing.to_string(),
+        ),
+        ("HARNESS_NLL_WEIGHT", t.settings.nll_weight.to_string()),
         ("HARNESS_GGUF_TYPE", format!("{export:?}").to_lowercase()),
     ];
     Ok(envs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())

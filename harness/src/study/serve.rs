@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use backends::{Backend, OpenAi};
 
-use crate::cli::BackendKind;
-use crate::cmd::run_args::{LoopMethod, RunArgs};
+use super::flags::{LoopMethod, RunArgs};
 use crate::engine::{make_backend, openai_config};
+use crate::flags::BackendKind;
 use crate::progress;
 use crate::shell::run_logged;
 
@@ -80,7 +80,7 @@ impl<'a> Engine<'a> {
                         timeout: Duration::from_secs_f64(args.serving.serve_timeout),
                     },
                     (None, true) => {
-                        if args.training.full {
+                        if args.training.settings.full {
                             bail!(
                                 "--lora-hotload serves LoRA adapters over M0; a fully fine-tuned \
                                  model needs a restart (--serve-hook CMD)"
@@ -254,7 +254,7 @@ impl<'a> Engine<'a> {
 
 /// The identity of M0 in the manifest: the GGUF's short sha256 for the embedded engine
 /// (through a loaded backend), the served name for a server.
-pub fn served_m0(args: &RunArgs, m0: &Path) -> String {
+fn served_m0(args: &RunArgs, m0: &Path) -> String {
     args.serving
         .served_model
         .clone()
@@ -267,7 +267,7 @@ fn refusal(error: backends::BackendError, m0: &str, args: &RunArgs) -> anyhow::E
         "the server refused to load the round's LoRA adapter: {error}\n\
          --lora-hotload needs vLLM started with runtime adapter loading on, for example:\n  \
          VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve {m0} --enable-lora --max-lora-rank {}",
-        args.training.lora_rank.next_power_of_two().max(8)
+        args.training.settings.lora_rank.next_power_of_two().max(8)
     )
 }
 

@@ -6,7 +6,7 @@
 
 use results::{ChangeRow, Measures, Metric, MetricRow};
 
-use crate::loop_dir::LoopSettings;
+use super::dir::LoopSettings;
 
 /// Looks up values of one method's measures.
 struct Lookup<'a> {

@@ -1,13 +1,14 @@
-//! Flags of `harness run`. Every flag can also be set in a TOML file (`--config`), by its
-//! long name (`train-limit = 300` or `train_limit = 300`); flags on the command line win.
+//! Flags of `harness run`, the loop's settings. Every flag can also be set in a TOML file
+//! (`--config`), by its long name (`train-limit = 300` or `train_limit = 300`); flags on the
+//! command line win.
 
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{BackendKind, DataArgs, LlamaCppArgs, OpenAiArgs, SandboxArgs, Style};
-use crate::cmd::train_args::ExportType;
+use crate::flags::{BackendKind, DataArgs, LlamaCppArgs, OpenAiArgs, SandboxArgs, Style};
+use crate::training::{ExportType, TrainingArgs};
 
 /// The post-training method F of the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
@@ -201,88 +202,33 @@ pub enum TrainerKind {
     External,
 }
 
-/// The trainer's settings in the loop (see `harness train --help`).
-#[derive(Debug, Args, Clone, PartialEq, Serialize, Deserialize)]
+/// The trainer's settings in the loop: who trains, and the settings `harness train` shares,
+/// with a learning rate and epochs of their own for DPO rounds and M1.
+#[derive(Debug, Args, Clone)]
+#[command(
+    mut_arg("lr", |a| a.help("SFT peak learning rate (default: 2e-4 LoRA, 1e-5 full)")),
+    mut_arg("epochs", |a| a.help("Passes over each round's data (rounds 2 and later)")),
+)]
 pub struct LoopTrainArgs {
     /// Who trains each round's model.
     #[arg(long, value_enum, default_value_t = TrainerKind::Candle)]
-    #[serde(default)]
     pub trainer: TrainerKind,
     /// With --trainer external: a shell command that trains one round from the HARNESS_*
     /// environment variables (data set, method, start model and adapter, reference, output
     /// folder, every setting below; see the README) and leaves the checkpoint in
     /// $HARNESS_OUT; its output goes to the round's train.log.
-    // Not part of the run's identity: a corrected script path still resumes the run.
     #[arg(long, value_name = "CMD")]
-    #[serde(skip)]
     pub train_cmd: Option<String>,
-    /// Train every weight (the study's setting) instead of one LoRA adapter continued
-    /// across rounds.
-    #[arg(long)]
-    pub full: bool,
-    /// LoRA rank r.
-    #[arg(long, default_value_t = 16)]
-    pub lora_rank: usize,
-    /// LoRA alpha (the update is scaled by alpha / rank).
-    #[arg(long, default_value_t = 32.0)]
-    pub lora_alpha: f64,
-    /// LoRA dropout on the adapters' input.
-    #[arg(long, default_value_t = 0.05)]
-    pub lora_dropout: f64,
-    /// Projections that get adapters, comma-separated, or all-linear.
-    #[arg(long, value_delimiter = ',', default_value = "all-linear")]
-    pub lora_targets: Vec<String>,
-    /// SFT peak learning rate (default: 2e-4 LoRA, 1e-5 full).
-    #[arg(long)]
-    pub lr: Option<f64>,
+    #[command(flatten)]
+    pub settings: TrainingArgs,
     /// DPO peak learning rate (default: 5e-6 LoRA, 5e-7 full).
     #[arg(long)]
     pub dpo_lr: Option<f64>,
-    /// Passes over each round's data (rounds 2 and later).
-    #[arg(long, default_value_t = 1)]
-    pub epochs: usize,
     /// Passes over the gold pairs when training M1.
     #[arg(long, default_value_t = 3)]
     pub m1_epochs: usize,
-    /// Sequences (SFT) or pairs (DPO) per training micro-batch.
-    #[arg(long, default_value_t = 4)]
-    pub train_batch_size: usize,
-    /// Micro-batches per optimizer step.
-    #[arg(long, default_value_t = 1)]
-    pub grad_accum: usize,
-    /// Share of optimizer steps in linear warmup.
-    #[arg(long, default_value_t = 0.1)]
-    pub warmup_ratio: f64,
-    /// Learning-rate schedule after warmup.
-    #[arg(long, default_value = "cosine")]
-    pub schedule: trainer::optim::Schedule,
-    /// Clip the global gradient norm to this (0: no clipping).
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f64,
-    /// AdamW weight decay.
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f64,
-    /// Seed of the data order, LoRA's initialisation and the DPO pairing.
-    #[arg(long, default_value_t = 42)]
-    pub train_seed: u64,
-    /// Longest prompt + response in tokens.
-    #[arg(long, default_value_t = 1024)]
-    pub max_len: usize,
-    /// DPO beta.
-    #[arg(long, default_value_t = 0.1)]
-    pub beta: f64,
-    /// DPO label smoothing.
-    #[arg(long, default_value_t = 0.0)]
-    pub label_smoothing: f64,
-    /// DPO: weight of the chosen responses' NLL (TRL's rpo_alpha).
-    #[arg(long, default_value_t = 0.0)]
-    pub nll_weight: f64,
     /// Tensor type of each round's model.gguf (default: f16 for LoRA, f32 for full
     /// fine-tuning, whose next round continues from it).
     #[arg(long, value_enum)]
     pub gguf_type: Option<ExportType>,
-    /// Trainer threads (default: all cores).
-    #[arg(long)]
-    #[serde(skip)]
-    pub train_threads: Option<usize>,
 }

@@ -1,4 +1,4 @@
-//! The run directory of `harness run` and its manifest.
+//! The loop's directory and its typed manifest.
 //!
 //! ```text
 //! DIR/manifest.json            settings, seeds, model identity (LoopManifest)
@@ -24,8 +24,9 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::cmd::run_args::{DpoReference, LoopMethod, LoopTrainArgs};
-use crate::run_dir::write_atomic;
+use super::flags::{DpoReference, LoopMethod, LoopTrainArgs, TrainerKind};
+use crate::run_dir::{read_manifest, refuse_other_settings, write_atomic};
+use crate::training::ExportType;
 
 /// An evaluation set: a task's split.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,7 +83,67 @@ pub struct LoopSettings {
     pub arith_seed: u64,
     /// The embedded engine's attention kernel (changes greedy output).
     pub flash_attention: Option<String>,
-    pub training: LoopTrainArgs,
+    pub training: TrainingSettings,
+}
+
+/// The trainer's settings as the manifest records them: what decides the numbers (not the
+/// `--train-cmd` text, which a corrected script path may change, nor the thread count). Its
+/// own type, so that regrouping the flags leaves every manifest as it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSettings {
+    #[serde(default)]
+    pub trainer: TrainerKind,
+    pub full: bool,
+    pub lora_rank: usize,
+    pub lora_alpha: f64,
+    pub lora_dropout: f64,
+    pub lora_targets: Vec<String>,
+    pub lr: Option<f64>,
+    pub dpo_lr: Option<f64>,
+    pub epochs: usize,
+    pub m1_epochs: usize,
+    pub train_batch_size: usize,
+    pub grad_accum: usize,
+    pub warmup_ratio: f64,
+    pub schedule: trainer::optim::Schedule,
+    pub max_grad_norm: f64,
+    pub weight_decay: f64,
+    pub train_seed: u64,
+    pub max_len: usize,
+    pub beta: f64,
+    pub label_smoothing: f64,
+    pub nll_weight: f64,
+    pub gguf_type: Option<ExportType>,
+}
+
+impl From<&LoopTrainArgs> for TrainingSettings {
+    fn from(t: &LoopTrainArgs) -> Self {
+        let s = &t.settings;
+        TrainingSettings {
+            trainer: t.trainer,
+            full: s.full,
+            lora_rank: s.lora_rank,
+            lora_alpha: s.lora_alpha,
+            lora_dropout: s.lora_dropout,
+            lora_targets: s.lora_targets.clone(),
+            lr: s.lr,
+            dpo_lr: t.dpo_lr,
+            epochs: s.epochs,
+            m1_epochs: t.m1_epochs,
+            train_batch_size: s.train_batch_size,
+            grad_accum: s.grad_accum,
+            warmup_ratio: s.warmup_ratio,
+            schedule: s.schedule,
+            max_grad_norm: s.max_grad_norm,
+            weight_decay: s.weight_decay,
+            train_seed: s.train_seed,
+            max_len: s.max_len,
+            beta: s.beta,
+            label_smoothing: s.label_smoothing,
+            nll_weight: s.nll_weight,
+            gguf_type: t.gguf_type,
+        }
+    }
 }
 
 /// `manifest.json` of a loop directory.
@@ -104,7 +165,7 @@ impl LoopDir {
     /// hold the same settings, and the refusal names each that differs.
     pub fn open(root: &Path, settings: &LoopSettings) -> Result<Self> {
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-        let existing = crate::reports::manifest(root)?;
+        let existing = read_manifest(root)?;
         if !existing.is_null() {
             if existing["command"] != "run" {
                 bail!(
@@ -121,14 +182,7 @@ impl LoopDir {
                 old[growable] = Value::Null;
                 new[growable] = Value::Null;
             }
-            let differences = differences("", &old, &new);
-            if !differences.is_empty() {
-                bail!(
-                    "{} holds a run with other settings ({}); use the same settings or another --out",
-                    root.display(),
-                    differences.join("; ")
-                );
-            }
+            refuse_other_settings(root, &old, &new)?;
         }
         let manifest = LoopManifest {
             harness_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -230,48 +284,4 @@ pub fn read_settings(root: &Path) -> Result<LoopSettings> {
     let manifest: LoopManifest = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a loop manifest", path.display()))?;
     Ok(manifest.settings)
-}
-
-/// The settings that differ between two JSON values, as `path: old -> new`.
-pub fn differences(path: &str, old: &Value, new: &Value) -> Vec<String> {
-    match (old, new) {
-        (Value::Object(a), Value::Object(b)) => {
-            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            keys.into_iter()
-                .flat_map(|k| {
-                    let sub = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
-                    differences(
-                        &sub,
-                        a.get(k).unwrap_or(&Value::Null),
-                        b.get(k).unwrap_or(&Value::Null),
-                    )
-                })
-                .collect()
-        }
-        (a, b) if a == b => Vec::new(),
-        (a, b) => vec![format!("{path}: {a} -> {b}")],
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn differences_name_each_setting_that_changed() {
-        let old = json!({"n_eval": 4, "training": {"lr": null, "full": false}, "task": "arith"});
-        let new = json!({"n_eval": 8, "training": {"lr": 0.001, "full": false}, "task": "arith"});
-        assert_eq!(
-            differences("", &old, &new),
-            ["n_eval: 4 -> 8", "training.lr: null -> 0.001"]
-        );
-        assert!(differences("", &old, &old).is_empty());
-    }
 }
