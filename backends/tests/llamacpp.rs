@@ -18,6 +18,12 @@ fn engine(parallel: u32) -> LlamaCpp {
     let mut config = LlamaCppConfig::new(model);
     config.parallel = backends::Parallel::Fixed(parallel);
     config.context_per_sequence = 1024;
+    // scripts/gpu-check.sh runs these tests on the GPU (a build with `--features cuda`).
+    if let Ok(layers) = std::env::var("HARNESS_TEST_GPU_LAYERS") {
+        config.gpu_layers = layers
+            .parse()
+            .expect("HARNESS_TEST_GPU_LAYERS: a layer count");
+    }
     LlamaCpp::new(config).unwrap()
 }
 

@@ -136,10 +136,26 @@ fn check_directory(dir: &Path) {
         "every usable correct response is kept"
     );
 
-    // DPO (and SFT-DPO, whose round 2 is DPO): one correct and one incorrect response of
-    // the same question per pair, at most 5 pairs a question; the same pairs in both.
+    // DPO (and SFT-DPO, whose round 2 is DPO's, linked, trained and sampled once): one
+    // correct and one incorrect response of the same question per pair, at most 5 pairs a
+    // question.
     let dpo = read_jsonl(&dir.join("dpo/round-2/data.jsonl"));
-    assert_eq!(dpo, read_jsonl(&dir.join("sft-dpo/round-2/data.jsonl")));
+    assert_eq!(
+        std::fs::read_link(dir.join("sft-dpo/round-2")).unwrap(),
+        Path::new("../dpo/round-2"),
+        "SFT-DPO's round 2 is DPO's"
+    );
+    let phases = std::fs::read_to_string(dir.join("phases.jsonl")).unwrap();
+    let sampled: Vec<String> = phases
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|p| p["step"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        sampled.contains(&"dpo/round-2".to_string())
+            && !sampled.iter().any(|s| s.starts_with("sft-dpo")),
+        "round 2 sampled once: {sampled:?}"
+    );
     let mut per_question: BTreeMap<String, usize> = BTreeMap::new();
     for p in &dpo {
         let id = p["problem_id"].as_str().unwrap().to_string();
@@ -320,6 +336,10 @@ fn two_rounds_of_each_method_and_a_killed_run_ends_the_same() {
     assert!(
         stdout.contains("changes are against M1") && stdout.contains("detectable (80% power"),
         "the table's note on changes and the detectable change: {stdout}"
+    );
+    assert!(
+        stdout.contains("round 2 is dpo's round 2 (the same training), computed once"),
+        "the table says which round is shared: {stdout}"
     );
     check_directory(&whole);
 

@@ -9,12 +9,15 @@
 //! DIR/round-1/train_samples.jsonl   M1's samples on the training questions
 //! DIR/<method>/round-<t>/data.jsonl  D_t (TRL format) that trained M_t
 //! DIR/<method>/round-<t>/{model,eval,train_samples.jsonl}
+//! DIR/<method>/round-<t> -> ../<other>/round-<t>   a round trained as an earlier method's
+//!                              (sft-dpo's round 2 is dpo's: DPO of M1 on D_2), done once
 //! DIR/<method>/*.csv, *.png, *.svg  the method's reports (round 1 shared)
 //! DIR/sbert-embeddings.bin     SentenceBERT vectors, one per distinct response
 //! DIR/phases.jsonl             each sampling step's time and new tokens, one line per step
 //! ```
 //!
-//! Round 1 (and round 0) are shared by every method. Each step's output is written
+//! Round 1 (and round 0) are shared by every method, and a later round by the methods that
+//! train it the same way (`LoopSettings::shared_round`). Each step's output is written
 //! atomically (files by rename, the model folder by renaming `model.partial`), so a step whose
 //! output exists is done and a stopped run continues at the first step that is not.
 
@@ -146,6 +149,22 @@ impl From<&LoopTrainArgs> for TrainingSettings {
     }
 }
 
+impl LoopSettings {
+    /// The method whose M_round `method` shares: the first listed before it that trains the
+    /// same objectives in rounds 2 to `round` (DPO for SFT-DPO's round 2); None when the
+    /// round is its own (rounds 0 and 1 are every method's and live at the top).
+    pub fn shared_round(&self, method: LoopMethod, round: u32) -> Option<LoopMethod> {
+        if round < 2 {
+            return None;
+        }
+        self.methods
+            .iter()
+            .copied()
+            .take_while(|m| *m != method)
+            .find(|m| m.same_model_as(method, round))
+    }
+}
+
 /// `manifest.json` of a loop directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoopManifest {
@@ -208,6 +227,25 @@ impl LoopDir {
             0 | 1 => self.root.join(format!("round-{round}")),
             _ => self.root.join(method.name()).join(format!("round-{round}")),
         }
+    }
+
+    /// Makes `method`'s round folder a link to `owner`'s (`../<owner>/round-<t>`), which
+    /// holds the same model and samples; true when it is one. False when a folder is already
+    /// there (an older version's own copy, finished or not), which is kept and continued.
+    pub fn link_round(&self, owner: LoopMethod, method: LoopMethod, round: u32) -> Result<bool> {
+        let link = self.round(method, round);
+        if let Ok(meta) = link.symlink_metadata() {
+            return Ok(meta.is_symlink());
+        }
+        let parent = self.root.join(method.name());
+        std::fs::create_dir_all(&parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        let target = Path::new("..")
+            .join(owner.name())
+            .join(format!("round-{round}"));
+        std::os::unix::fs::symlink(&target, &link)
+            .with_context(|| format!("linking {} to {}", link.display(), target.display()))?;
+        Ok(true)
     }
 
     /// Where a method's reports go.
@@ -284,4 +322,78 @@ pub fn read_settings(root: &Path) -> Result<LoopSettings> {
     let manifest: LoopManifest = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a loop manifest", path.display()))?;
     Ok(manifest.settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn methods(methods: &[LoopMethod]) -> LoopSettings {
+        let mut settings: LoopSettings = serde_json::from_str(SETTINGS).unwrap();
+        settings.methods = methods.to_vec();
+        settings
+    }
+
+    const SETTINGS: &str = r#"{"task":"arith","task_version":1,"train_split":"train",
+        "eval":{"task":"arith","split":"test"},"ood":[],"methods":[],"rounds":5,
+        "backend":"llamacpp","model":"m","m1":null,"eval_base":false,"train_limit":1,
+        "eval_limit":1,"ood_limit":1,"n_train":1,"n_eval":1,"temperature":0.75,"top_p":0.95,
+        "top_k":0,"min_p":0.0,"max_tokens":1,"seed":1,"style":"chat","max_pairs":5,
+        "dpo_ref":"previous","arith_seed":1,"flash_attention":null,"training":{"full":false,
+        "lora_rank":16,"lora_alpha":32.0,"lora_dropout":0.05,"lora_targets":["all-linear"],
+        "lr":null,"dpo_lr":null,"epochs":1,"m1_epochs":3,"train_batch_size":4,
+        "grad_accum":1,"warmup_ratio":0.1,"schedule":"cosine","max_grad_norm":1.0,
+        "weight_decay":0.0,"train_seed":42,"max_len":1024,"beta":0.1,"label_smoothing":0.0,
+        "nll_weight":0.0,"gguf_type":null}}"#;
+
+    #[test]
+    fn dpo_and_sft_dpo_share_round_two_and_nothing_else() {
+        use LoopMethod::{Dpo, Sft, SftDpo};
+        let all = methods(&[Sft, Dpo, SftDpo]);
+        assert_eq!(all.shared_round(SftDpo, 2), Some(Dpo));
+        for round in [0, 1, 3, 4, 5] {
+            assert_eq!(all.shared_round(SftDpo, round), None, "round {round}");
+        }
+        for round in 0..=5 {
+            assert_eq!(all.shared_round(Sft, round), None);
+            assert_eq!(all.shared_round(Dpo, round), None, "dpo is listed first");
+        }
+        // The first listed owns the round, whichever it is.
+        let reversed = methods(&[SftDpo, Dpo]);
+        assert_eq!(reversed.shared_round(Dpo, 2), Some(SftDpo));
+        assert_eq!(reversed.shared_round(SftDpo, 2), None);
+        assert_eq!(methods(&[SftDpo]).shared_round(SftDpo, 2), None);
+    }
+
+    #[test]
+    fn a_shared_round_is_a_relative_link_and_an_existing_folder_is_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = LoopDir::existing(root.path());
+        let owner = dir.round(LoopMethod::Dpo, 2);
+        std::fs::create_dir_all(owner.join("eval")).unwrap();
+        std::fs::write(owner.join("eval/arith.test.jsonl"), "x").unwrap();
+        assert!(
+            dir.link_round(LoopMethod::Dpo, LoopMethod::SftDpo, 2)
+                .unwrap()
+        );
+        let link = dir.round(LoopMethod::SftDpo, 2);
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            Path::new("../dpo/round-2")
+        );
+        assert_eq!(
+            std::fs::read_to_string(link.join("eval/arith.test.jsonl")).unwrap(),
+            "x"
+        );
+        assert!(
+            dir.link_round(LoopMethod::Dpo, LoopMethod::SftDpo, 2)
+                .unwrap()
+        );
+        std::fs::create_dir_all(dir.round(LoopMethod::Sft, 2)).unwrap();
+        assert!(!dir.link_round(LoopMethod::Dpo, LoopMethod::Sft, 2).unwrap());
+        assert!(
+            !dir.round(LoopMethod::Sft, 2).is_symlink(),
+            "a folder is kept"
+        );
+    }
 }

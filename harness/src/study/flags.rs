@@ -40,6 +40,13 @@ impl LoopMethod {
             LoopMethod::SftDpo => round >= 2 && round.is_multiple_of(2),
         }
     }
+
+    /// Whether `self` and `other` train the same M_round: the same objective at every round
+    /// from 2 to `round` (from the same M1, on data sets built from the same samples with
+    /// the same seeds). DPO and SFT-DPO share round 2.
+    pub fn same_model_as(self, other: LoopMethod, round: u32) -> bool {
+        (2..=round).all(|r| self.dpo_at(r) == other.dpo_at(r))
+    }
 }
 
 /// DPO's reference model.

@@ -27,7 +27,7 @@ impl Loop<'_> {
         };
         let (measures, changes) =
             report_method(&self.dir, &self.settings, method, round, &options)?;
-        table::print(method.name(), &self.settings, &measures, &changes);
+        table::print(method, &self.settings, &measures, &changes);
         self.measures.retain(|(m, _)| *m != method);
         self.measures.push((method, measures));
         compare_methods(&self.dir, &self.settings, &self.measures, options.bootstrap)?;
@@ -102,7 +102,7 @@ pub fn report_loop(root: &Path, options: &ReportOptions) -> Result<results::Meas
     let mut all = Vec::new();
     for &method in &settings.methods {
         let (measures, changes) = report_method(&dir, &settings, method, settings.rounds, options)?;
-        table::print(method.name(), &settings, &measures, &changes);
+        table::print(method, &settings, &measures, &changes);
         all.push((method, measures));
     }
     compare_methods(&dir, &settings, &all, options.bootstrap)?;

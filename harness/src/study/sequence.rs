@@ -28,11 +28,18 @@ impl Loop<'_> {
             self.report(method, 1)?;
         }
         // Rounds t = 2..T of each method F: D_t from M_{t-1}'s graded samples,
-        // M_t = F(M_{t-1} on D_t), then M_t evaluated (and, before T, sampled).
+        // M_t = F(M_{t-1} on D_t), then M_t evaluated (and, before T, sampled). A round
+        // trained as an earlier method's (SFT-DPO's round 2 is DPO's) is that round, linked.
         for round in 2..=self.args.rounds {
             for &method in &methods {
-                let model = self.train_round(engine, method, round)?;
-                self.sample_round(engine, Some(&model), method, round)?;
+                let linked = match self.settings.shared_round(method, round) {
+                    Some(owner) => self.dir.link_round(owner, method, round)?,
+                    None => false,
+                };
+                if !linked {
+                    let model = self.train_round(engine, method, round)?;
+                    self.sample_round(engine, Some(&model), method, round)?;
+                }
                 self.report(method, round)?;
             }
         }

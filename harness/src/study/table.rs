@@ -7,6 +7,7 @@
 use results::{ChangeRow, Measures, Metric, MetricRow};
 
 use super::dir::LoopSettings;
+use super::flags::LoopMethod;
 
 /// Looks up values of one method's measures.
 struct Lookup<'a> {
@@ -54,7 +55,13 @@ fn num(v: Option<f64>) -> String {
 
 /// Prints one line per round of `measures` for the loop's task; `changes` are the method's
 /// paired changes (`deltas.csv`).
-pub fn print(method: &str, settings: &LoopSettings, measures: &Measures, changes: &[ChangeRow]) {
+pub fn print(
+    loop_method: LoopMethod,
+    settings: &LoopSettings,
+    measures: &Measures,
+    changes: &[ChangeRow],
+) {
+    let method = loop_method.name();
     let eval = &settings.eval;
     let (task, split) = (eval.task.as_str(), eval.split.as_str());
     let look = Lookup { measures, changes };
@@ -107,6 +114,14 @@ pub fn print(method: &str, settings: &LoopSettings, measures: &Measures, changes
         }
         line.push_str(&format!("  {}", num(disparity(measures, task, round))));
         println!("{line}");
+    }
+    for &round in &rounds {
+        if let Some(owner) = settings.shared_round(loop_method, round) {
+            println!(
+                "  round {round} is {}'s round {round} (the same training), computed once: {method}/round-{round} links to it.",
+                owner.name()
+            );
+        }
     }
     let m1 = look.row(task, split, "greedy_pass@1", 1);
     if let Some(m1) = m1
