@@ -36,6 +36,9 @@ pub enum BackendError {
         model: String,
         served: String,
     },
+    /// The backend cannot do what was asked (an adapter file for a server).
+    #[error("{0}")]
+    Unsupported(String),
     /// The caller's completion handler failed (for example, writing the sample file).
     #[error("{0}")]
     Callback(String),

@@ -40,6 +40,22 @@ pub trait Backend {
     ) -> Result<()>;
 
     /// Points the backend at a new checkpoint between rounds (a GGUF file for llama.cpp; a
-    /// served model or adapter name for a server).
+    /// served model or adapter name for a server). An adapter set before is dropped.
     fn load_checkpoint(&mut self, checkpoint: &Path) -> Result<()>;
+
+    /// Samples with a LoRA adapter over the loaded model from now on, or with none: for
+    /// llama.cpp a LoRA GGUF (the format of its `convert_lora_to_gguf.py`, which
+    /// `llama-server --lora` takes), loaded in megabytes where a checkpoint is the whole
+    /// model. A server switches adapters by served name instead, so by default an adapter
+    /// file is refused.
+    fn set_adapter(&mut self, adapter: Option<&Path>) -> Result<()> {
+        match adapter {
+            None => Ok(()),
+            Some(path) => Err(BackendError::Unsupported(format!(
+                "{}: the {} backend cannot apply a LoRA adapter file",
+                path.display(),
+                self.name()
+            ))),
+        }
+    }
 }

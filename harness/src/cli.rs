@@ -156,6 +156,10 @@ pub struct BenchArgs {
     /// openai: the served model id (required).
     #[arg(long)]
     pub model: Option<String>,
+    /// llamacpp: a LoRA adapter GGUF applied over --model at run time, as `llama-server
+    /// --lora` does (`harness train` writes one as adapter.gguf).
+    #[arg(long, value_name = "ADAPTER.gguf")]
+    pub lora: Option<PathBuf>,
     /// Tasks to evaluate, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "arith")]
     pub task: Vec<String>,

@@ -107,6 +107,16 @@ impl LlamaServer {
     /// arithmetic with the batch's shape) and no prompt cache (with it, 38 of 50 gsm8k greedy
     /// responses matched the embedded engine's; without it 49 and 50 in two runs).
     pub fn start(model: &std::path::Path, alias: &str, parallel: u32) -> LlamaServer {
+        Self::start_with(model, alias, parallel, &[])
+    }
+
+    /// [`LlamaServer::start`] with more llama-server arguments (`--lora FILE`).
+    pub fn start_with(
+        model: &std::path::Path,
+        alias: &str,
+        parallel: u32,
+        extra: &[&std::ffi::OsStr],
+    ) -> LlamaServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -132,6 +142,7 @@ impl LlamaServer {
                 "off",
                 "--no-cache-prompt",
             ])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

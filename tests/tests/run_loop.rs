@@ -174,7 +174,11 @@ fn check_directory(dir: &Path) {
 
     for method in ["sft", "dpo", "sft-dpo"] {
         let round = dir.join(method).join("round-2");
-        assert!(round.join("model/model.gguf").exists(), "{method}");
+        assert!(round.join("model/adapter.gguf").exists(), "{method}");
+        assert!(
+            !round.join("model/model.gguf").exists(),
+            "{method}: a LoRA round is sampled as M0 + its adapter; no merged model"
+        );
         assert!(
             round
                 .join("model/adapter/adapter_model.safetensors")
@@ -188,6 +192,11 @@ fn check_directory(dir: &Path) {
         assert!(
             eval.iter()
                 .all(|s| s["round"] == 2 && s["correct"].is_boolean())
+        );
+        let model = eval[0]["model"].as_str().unwrap();
+        assert!(
+            model.contains(".gguf@sha256:") && model.contains("+adapter.gguf@sha256:"),
+            "{method}: sampled as M0 + the round's adapter: {model}"
         );
         let rounds = std::fs::read_to_string(dir.join(method).join("rounds.csv")).unwrap();
         let mut reader = csv::Reader::from_reader(rounds.as_bytes());
@@ -312,9 +321,9 @@ fn an_external_trainer_trains_the_same_models(builtin: &Path) {
     // `harness train` given the HARNESS_* settings trains what the built-in trainer trained,
     // byte for byte: the variables carry every setting, the start model and the adapter.
     for file in [
-        "round-1/model/model.gguf",
+        "round-1/model/adapter.gguf",
         "round-1/model/adapter/adapter_model.safetensors",
-        "dpo/round-2/model/model.gguf",
+        "dpo/round-2/model/adapter.gguf",
         "dpo/round-2/model/adapter/adapter_model.safetensors",
         "dpo/round-2/eval/arith.test.jsonl",
     ] {
@@ -363,7 +372,7 @@ fn two_rounds_of_each_method_and_a_killed_run_ends_the_same() {
         ),
         (
             "exporting an SFT round",
-            Box::new(|| cut.join("sft/round-2/model.partial/model.gguf").exists()),
+            Box::new(|| cut.join("sft/round-2/model.partial/adapter").exists()),
         ),
         (
             "sampling round 2",

@@ -19,7 +19,9 @@ use candle_core::{DType, Device};
 use serde::Serialize;
 
 use crate::batch::Sequence;
-use crate::checkpoint::{GgufType, Source, Weights, export_gguf, export_hf, export_peft};
+use crate::checkpoint::{
+    GgufType, Source, Weights, export_gguf, export_hf, export_lora_gguf, export_peft,
+};
 use crate::data::{read_preferences, read_sft};
 use crate::model::{Llama, Tuning};
 use crate::train::{
@@ -348,6 +350,13 @@ fn export(job: &TrainJob, weights: &Weights, model: &Llama) -> Result<Vec<PathBu
         };
         export_peft(&lora, &base, &path)?;
         outputs.push(path);
+        // Over a GGUF base, also as llama.cpp applies it at run time (embedded engine,
+        // llama-server --lora).
+        if let Source::Gguf(source) = &weights.source {
+            let path = job.out.join("adapter.gguf");
+            export_lora_gguf(source, model.config(), &lora, &path)?;
+            outputs.push(path);
+        }
     }
     Ok(outputs)
 }

@@ -1,27 +1,28 @@
 //! The trainer's model against llama.cpp on the real SmolLM2-135M weights: the Q4_1 GGUF is
 //! dequantised to f32 by the trainer and exported as an f32 GGUF; llama.cpp evaluates that
-//! file and the trainer evaluates its own tensors, on the same tokens.
+//! file and the trainer evaluates its own tensors, on the same tokens; then the same with a
+//! LoRA adapter, which llama.cpp applies at run time from the trainer's adapter GGUF.
 
 use anyhow::Result;
 use backends::llamacpp::{Tokenizer, position_logits};
 use backends::{ChatMessage, Prompt};
 use candle_core::{DType, Device, IndexOp, Tensor};
-use trainer::checkpoint::{GgufType, Source, Weights, export_gguf};
-use trainer::{Llama, Tuning};
+use trainer::checkpoint::{GgufType, Source, Weights, export_gguf, export_lora_gguf};
+use trainer::{Llama, LoraConfig, Tuning};
 
 /// Largest absolute logit difference allowed. llama.cpp computes in f32 with its own
 /// summation order (and f16 for some intermediate products on CPU); logits are of order 10.
 const TOLERANCE: f32 = 0.05;
 
-#[test]
-fn logits_match_llama_cpp_on_smollm2() -> Result<()> {
+/// The f32 export of the default model, its weights, and the test's tokens (a chat prompt and
+/// a response).
+fn setup(dir: &std::path::Path) -> Result<(Weights, std::path::PathBuf, Vec<u32>)> {
     let model = backends::models::ensure(&backends::models::SMOLLM2_135M)?;
     let weights = Weights::load(&model, DType::F32, &Device::Cpu)?;
     let Source::Gguf(source) = &weights.source else {
         panic!("a GGUF source")
     };
-    let dir = tempfile::tempdir()?;
-    let f32_gguf = dir.path().join("smollm2-f32.gguf");
+    let f32_gguf = dir.join("smollm2-f32.gguf");
     export_gguf(
         source,
         &weights.config,
@@ -29,7 +30,6 @@ fn logits_match_llama_cpp_on_smollm2() -> Result<()> {
         GgufType::F32,
         &f32_gguf,
     )?;
-
     let tokenizer = Tokenizer::load(&model)?;
     let prompt = Prompt::Chat(vec![ChatMessage {
         role: "user".into(),
@@ -39,10 +39,13 @@ fn logits_match_llama_cpp_on_smollm2() -> Result<()> {
     }]);
     let mut tokens = tokenizer.prompt(&prompt)?;
     tokens.extend(tokenizer.response(&prompt, "She sold 48 / 2 = 24 in May, 72 in total.")?);
-    let reference = position_logits(&f32_gguf, &tokens, 2)?;
+    Ok((weights, f32_gguf, tokens))
+}
 
-    let llama = Llama::new(&weights, &Tuning::Frozen, 0)?;
-    let input = Tensor::new(tokens.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+/// The largest |difference| between the trainer's logits and llama.cpp's, checking that
+/// every position's arg-max agrees.
+fn worst_difference(llama: &Llama, tokens: &[u32], reference: &[Vec<f32>]) -> Result<f32> {
+    let input = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
     let logits = llama.forward(&input)?.i(0)?;
     let mut worst = 0f32;
     for (pos, expected) in reference.iter().enumerate() {
@@ -66,9 +69,79 @@ fn logits_match_llama_cpp_on_smollm2() -> Result<()> {
             "argmax differs at position {pos}"
         );
     }
+    Ok(worst)
+}
+
+#[test]
+fn logits_match_llama_cpp_on_smollm2() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (weights, f32_gguf, tokens) = setup(dir.path())?;
+    let reference = position_logits(&f32_gguf, None, &tokens, 2)?;
+    let llama = Llama::new(&weights, &Tuning::Frozen, 0)?;
+    let worst = worst_difference(&llama, &tokens, &reference)?;
     eprintln!(
         "{} positions, largest |logit difference| {worst}",
         reference.len()
+    );
+    assert!(worst < TOLERANCE, "largest logit difference {worst}");
+    Ok(())
+}
+
+/// A LoRA on every projection, with B drawn at random so that the update matters, written as
+/// a llama.cpp adapter GGUF: llama.cpp applies it over the f32 base and its logits match the
+/// trainer's forward pass with the adapter (q/k rows in llama.cpp's rotary order, alpha / r
+/// scaling), while moving the logits far from the base's.
+#[test]
+fn lora_adapter_gguf_matches_the_trainer_in_llama_cpp() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (weights, f32_gguf, tokens) = setup(dir.path())?;
+    let Source::Gguf(source) = &weights.source else {
+        panic!("a GGUF source")
+    };
+    let lora = LoraConfig {
+        rank: 8,
+        alpha: 16.0,
+        dropout: 0.0,
+        target_modules: vec!["all-linear".into()],
+    };
+    let llama = Llama::new(&weights, &Tuning::Lora(lora), 7)?;
+    let names: Vec<String> = llama
+        .trainable()
+        .iter()
+        .filter(|(n, _)| n.ends_with("lora_B"))
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert_eq!(names.len(), 30 * 7, "every projection of the 30 layers");
+    for name in &names {
+        let shape = llama
+            .trainable()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_tensor().shape().clone())
+            .unwrap();
+        llama.set_trainable(name, &Tensor::randn(0f32, 0.02, shape, &Device::Cpu)?)?;
+    }
+    let adapter = dir.path().join("adapter.gguf");
+    let tensors = llama.lora_tensors().expect("a LoRA model");
+    export_lora_gguf(source, &weights.config, &tensors, &adapter)?;
+
+    let base = position_logits(&f32_gguf, None, &tokens, 2)?;
+    let adapted = position_logits(&f32_gguf, Some(&adapter), &tokens, 2)?;
+    let moved = base
+        .iter()
+        .flatten()
+        .zip(adapted.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let worst = worst_difference(&llama, &tokens, &adapted)?;
+    eprintln!(
+        "{} positions: the adapter moves llama.cpp's logits by up to {moved}; largest |logit \
+         difference| to the trainer {worst}",
+        adapted.len()
+    );
+    assert!(
+        moved > 1.0,
+        "the adapter barely changes the logits: {moved}"
     );
     assert!(worst < TOLERANCE, "largest logit difference {worst}");
     Ok(())

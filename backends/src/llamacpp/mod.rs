@@ -14,8 +14,8 @@ use std::sync::OnceLock;
 
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use sha2::{Digest, Sha256};
 
@@ -42,6 +42,8 @@ pub struct LlamaCppConfig {
     pub gpu_layers: u32,
     /// Whether attention runs as llama.cpp's fused flash-attention kernel.
     pub flash_attention: FlashAttention,
+    /// A LoRA adapter GGUF applied over the model (as `llama-server --lora`).
+    pub lora: Option<PathBuf>,
 }
 
 /// How many sequences decode together.
@@ -157,6 +159,7 @@ impl LlamaCppConfig {
             ubatch_size: 512,
             gpu_layers: 0,
             flash_attention: FlashAttention::Off,
+            lora: None,
         }
     }
 }
@@ -196,19 +199,25 @@ pub struct LlamaCpp {
     config: LlamaCppConfig,
     model: LlamaModel,
     digest: String,
+    /// The LoRA adapter applied over `model`, with its file's digest.
+    adapter: Option<(LlamaLoraAdapter, String)>,
     profile: Option<DecodeProfile>,
 }
 
 impl LlamaCpp {
-    /// Loads the model.
+    /// Loads the model, and the adapter if the settings name one.
     pub fn new(config: LlamaCppConfig) -> Result<Self> {
         let (model, digest) = load(&config)?;
-        Ok(LlamaCpp {
+        let lora = config.lora.clone();
+        let mut engine = LlamaCpp {
             config,
             model,
             digest,
+            adapter: None,
             profile: None,
-        })
+        };
+        engine.set_adapter(lora.as_deref())?;
+        Ok(engine)
     }
 
     /// Where the work of the last `generate` call went.
@@ -290,12 +299,7 @@ fn load(config: &LlamaCppConfig) -> Result<(LlamaModel, String)> {
         path: config.model.clone(),
         message,
     };
-    // Streamed: a 7B GGUF need not sit in memory twice to be hashed.
-    let mut hasher = Sha256::new();
-    std::fs::File::open(&config.model)
-        .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
-        .map_err(|e| model_error(e.to_string()))?;
-    let digest = hex::encode(hasher.finalize());
+    let digest = file_digest(&config.model).map_err(|e| model_error(e.to_string()))?;
     let params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
     let model = LlamaModel::load_from_file(llama_backend()?, &config.model, &params)
         .map_err(|e| model_error(e.to_string()))?;
@@ -308,12 +312,17 @@ impl Backend for LlamaCpp {
     }
 
     fn model_id(&self) -> String {
-        let file = self
-            .config
-            .model
-            .file_name()
-            .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
-        format!("{file}@sha256:{}", &self.digest[..16])
+        let name = |path: &Path, digest: &str| {
+            let file = path
+                .file_name()
+                .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+            format!("{file}@sha256:{}", &digest[..16])
+        };
+        let model = name(&self.config.model, &self.digest);
+        match (&self.adapter, &self.config.lora) {
+            (Some((_, digest)), Some(path)) => format!("{model}+{}", name(path, digest)),
+            _ => model,
+        }
     }
 
     fn generate(
@@ -331,6 +340,11 @@ impl Backend for LlamaCpp {
             .model
             .new_context(llama_backend()?, Self::context_params(&self.config, size))
             .map_err(|e| BackendError::Engine(format!("context: {e}")))?;
+        if let Some((adapter, _)) = &mut self.adapter {
+            context
+                .lora_adapter_set(adapter, 1.0)
+                .map_err(|e| BackendError::Engine(format!("applying the LoRA adapter: {e}")))?;
+        }
         let profile = scheduler::run(
             &self.model,
             &mut context,
@@ -349,11 +363,45 @@ impl Backend for LlamaCpp {
             ..self.config.clone()
         };
         let (model, digest) = load(&config)?;
+        // An adapter belongs to the model it was loaded over.
+        self.adapter = None;
         self.model = model;
         self.digest = digest;
-        self.config = config;
+        self.config = LlamaCppConfig {
+            lora: None,
+            ..config
+        };
         Ok(())
     }
+
+    fn set_adapter(&mut self, adapter: Option<&Path>) -> Result<()> {
+        let Some(path) = adapter else {
+            self.adapter = None;
+            self.config.lora = None;
+            return Ok(());
+        };
+        let adapter_error = |message: String| BackendError::Model {
+            path: path.to_path_buf(),
+            message,
+        };
+        let digest = file_digest(path).map_err(|e| adapter_error(e.to_string()))?;
+        // llama.cpp keeps every adapter loaded over a model until the model is freed (a few
+        // megabytes a round).
+        let lora = self
+            .model
+            .lora_adapter_init(path)
+            .map_err(|e| adapter_error(format!("not a LoRA adapter for this model: {e}")))?;
+        self.adapter = Some((lora, digest));
+        self.config.lora = Some(path.to_path_buf());
+        Ok(())
+    }
+}
+
+/// A file's sha256, hex, streamed (a 7B GGUF need not sit in memory twice to be hashed).
+fn file_digest(path: &Path) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 #[cfg(test)]

@@ -123,13 +123,34 @@ fn to_ids(tokens: Vec<LlamaToken>) -> Vec<u32> {
 }
 
 /// Next-token logits at every position of `tokens`, as llama.cpp computes them for the GGUF
-/// at `path` (CPU). Used to check the trainer's model against the engine.
-pub fn position_logits(path: &Path, tokens: &[u32], threads: i32) -> Result<Vec<Vec<f32>>> {
-    let model = LlamaModel::load_from_file(llama_backend()?, path, &LlamaModelParams::default())
-        .map_err(|e| BackendError::Model {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+/// at `path` with the LoRA adapter GGUF `adapter` applied, if any (CPU). Used to check the
+/// trainer's model against the engine.
+pub fn position_logits(
+    path: &Path,
+    adapter: Option<&Path>,
+    tokens: &[u32],
+    threads: i32,
+) -> Result<Vec<Vec<f32>>> {
+    let mut model =
+        LlamaModel::load_from_file(llama_backend()?, path, &LlamaModelParams::default()).map_err(
+            |e| BackendError::Model {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            },
+        )?;
+    let mut lora = match adapter {
+        Some(adapter) => {
+            Some(
+                model
+                    .lora_adapter_init(adapter)
+                    .map_err(|e| BackendError::Model {
+                        path: adapter.to_path_buf(),
+                        message: e.to_string(),
+                    })?,
+            )
+        }
+        None => None,
+    };
     let n = tokens.len() as u32;
     let params = LlamaContextParams::default()
         .with_n_ctx(std::num::NonZeroU32::new(n.max(64)))
@@ -140,6 +161,11 @@ pub fn position_logits(path: &Path, tokens: &[u32], threads: i32) -> Result<Vec<
     let mut context = model
         .new_context(llama_backend()?, params)
         .map_err(|e| BackendError::Engine(format!("context: {e}")))?;
+    if let Some(lora) = &mut lora {
+        context
+            .lora_adapter_set(lora, 1.0)
+            .map_err(|e| BackendError::Engine(format!("applying the LoRA adapter: {e}")))?;
+    }
     let mut batch = LlamaBatch::new(tokens.len(), 1);
     let ids: Vec<LlamaToken> = tokens.iter().map(|t| LlamaToken(*t as i32)).collect();
     batch

@@ -22,6 +22,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         &args.llamacpp,
         &args.openai,
     )?;
+    backend.set_adapter(args.lora.as_deref())?;
     let out = args.out.clone().unwrap_or_else(default_out);
     let plans = plan(&args, &out)?;
     let run = RunDir::open(&out, &manifest(&args, &plans, backend.as_ref()))?;

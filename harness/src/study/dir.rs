@@ -4,7 +4,9 @@
 //! DIR/manifest.json            settings, seeds, model identity (LoopManifest)
 //! DIR/round-0/eval/*.jsonl     M0's evaluation (--eval-base)
 //! DIR/round-1/gold.jsonl       M1's training data (the gold pairs)
-//! DIR/round-1/model/           M1: model.gguf, adapter/ (LoRA), train_log.jsonl, train_summary.json
+//! DIR/round-1/model/           M1: adapter.gguf and adapter/ (LoRA; model.gguf with
+//!                              --export-merged) or model.gguf (full), train_log.jsonl,
+//!                              train_summary.json
 //! DIR/round-1/eval/*.jsonl     M1's evaluation, one file per task and split
 //! DIR/round-1/train_samples.jsonl   M1's samples on the training questions
 //! DIR/<method>/round-<t>/data.jsonl  D_t (TRL format) that trained M_t
@@ -87,6 +89,10 @@ pub struct LoopSettings {
     /// The embedded engine's attention kernel (changes greedy output).
     pub flash_attention: Option<String>,
     pub training: TrainingSettings,
+    /// LoRA rounds sampled as M0 with the round's adapter.gguf applied (the embedded engine),
+    /// not as a merged model.gguf (what runs made before did; absent in their manifests).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub round_adapters: bool,
 }
 
 /// The trainer's settings as the manifest records them: what decides the numbers (not the
@@ -344,7 +350,7 @@ mod tests {
         "lr":null,"dpo_lr":null,"epochs":1,"m1_epochs":3,"train_batch_size":4,
         "grad_accum":1,"warmup_ratio":0.1,"schedule":"cosine","max_grad_norm":1.0,
         "weight_decay":0.0,"train_seed":42,"max_len":1024,"beta":0.1,"label_smoothing":0.0,
-        "nll_weight":0.0,"gguf_type":null}}"#;
+        "nll_weight":0.0,"gguf_type":null},"round_adapters":true}"#;
 
     #[test]
     fn dpo_and_sft_dpo_share_round_two_and_nothing_else() {

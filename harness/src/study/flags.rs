@@ -88,8 +88,8 @@ pub struct RunArgs {
     /// on first use).
     #[arg(long)]
     pub model: Option<String>,
-    /// Reuse this M1 instead of training it: a folder written by `harness train` (model.gguf,
-    /// and adapter/ for LoRA runs).
+    /// Reuse this M1 instead of training it: a folder written by `harness train` (LoRA runs:
+    /// adapter.gguf and adapter/; --full: model.gguf).
     #[arg(long, value_name = "DIR")]
     pub m1: Option<PathBuf>,
     /// Also evaluate M0, as round 0.
@@ -238,4 +238,8 @@ pub struct LoopTrainArgs {
     /// fine-tuning, whose next round continues from it).
     #[arg(long, value_enum)]
     pub gguf_type: Option<ExportType>,
+    /// Also write each LoRA round's merged model.gguf (--gguf-type). The embedded engine
+    /// samples M0 with the round's adapter.gguf applied either way.
+    #[arg(long)]
+    pub export_merged: bool,
 }

@@ -10,7 +10,7 @@ use benchmarks::training_data::{dpo_pairs, gold_sft, sft_from_samples};
 
 use super::flags::LoopMethod;
 use super::serve::{Checkpoint, Engine};
-use super::setup::Loop;
+use super::setup::{Loop, adapter_rounds};
 use crate::engine::backend_name;
 use crate::evaluate::{self, Plan, Settings};
 use crate::progress;
@@ -22,8 +22,16 @@ impl Loop<'_> {
     /// M1: the given folder, or SFT of M0 on the gold pairs.
     pub(super) fn m1(&mut self, engine: &mut Engine) -> Result<PathBuf> {
         if let Some(dir) = &self.args.m1 {
-            if !dir.join("model.gguf").exists() {
-                bail!("--m1 {}: no model.gguf in it", dir.display());
+            let sampled = match adapter_rounds(self.args) {
+                true => "adapter.gguf",
+                false => "model.gguf",
+            };
+            if !dir.join(sampled).exists() {
+                bail!(
+                    "--m1 {}: no {sampled} in it (harness train writes adapter.gguf, the LoRA as \
+                     llama.cpp applies it, since the loop samples M0 with each round's adapter)",
+                    dir.display()
+                );
             }
             if !self.args.training.settings.full && !dir.join("adapter").exists() {
                 bail!(

@@ -1,6 +1,8 @@
 //! The loop's sampling engine, pointed at one round's model at a time: the embedded
-//! llama.cpp engine loads each round's GGUF; a server is either told to load each round's
-//! LoRA adapter (vLLM, `--lora-hotload`) or restarted on it by the user's `--serve-hook`.
+//! llama.cpp engine keeps M0 loaded and applies each LoRA round's adapter.gguf over it (a
+//! fully fine-tuned round's model.gguf is loaded whole); a server is either told to load each
+//! round's LoRA adapter (vLLM, `--lora-hotload`) or restarted on it by the user's
+//! `--serve-hook`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use backends::{Backend, OpenAi};
 
 use super::flags::{LoopMethod, RunArgs};
+use super::setup::adapter_rounds;
 use crate::engine::{make_backend, openai_config};
 use crate::flags::BackendKind;
 use crate::progress;
@@ -57,6 +60,8 @@ enum Kind {
 
 pub struct Engine<'a> {
     kind: Kind,
+    /// The GGUF the embedded engine has loaded (M0, or a full round's model).
+    loaded: Option<PathBuf>,
     /// The label of the checkpoint served now.
     current: Option<String>,
     args: &'a RunArgs,
@@ -107,6 +112,7 @@ impl<'a> Engine<'a> {
         );
         Ok(Engine {
             kind,
+            loaded: None,
             current: None,
             args,
             m0,
@@ -134,6 +140,9 @@ impl<'a> Engine<'a> {
 
     fn describe(&self, checkpoint: &Checkpoint) -> String {
         match checkpoint.folder {
+            Some(folder) if matches!(self.kind, Kind::Embedded(_)) && adapter_rounds(self.args) => {
+                format!("M0 + {}", folder.join("adapter.gguf").display())
+            }
             Some(folder) => folder.display().to_string(),
             None => format!("M0 ({})", self.m0.display()),
         }
@@ -152,18 +161,30 @@ impl<'a> Engine<'a> {
         let log = self.run_dir.join("serve-hook.log");
         let (m0_served, args) = (served_m0(self.args, &self.m0), self.args);
         match &mut self.kind {
-            Kind::Embedded(slot) => match slot {
-                Some(backend) => backend.load_checkpoint(&gguf)?,
-                None => {
-                    let model = gguf.to_string_lossy();
-                    *slot = Some(make_backend(
+            Kind::Embedded(slot) => {
+                // A LoRA round: M0 stays loaded and the round's adapter is applied over it.
+                let (base, adapter) = match checkpoint.folder {
+                    Some(folder) if adapter_rounds(args) => {
+                        (self.m0.clone(), Some(folder.join("adapter.gguf")))
+                    }
+                    _ => (gguf, None),
+                };
+                let backend = match slot {
+                    Some(backend) if self.loaded.as_ref() == Some(&base) => backend,
+                    Some(backend) => {
+                        backend.load_checkpoint(&base)?;
+                        backend
+                    }
+                    None => slot.insert(make_backend(
                         BackendKind::Llamacpp,
-                        Some(&model),
+                        Some(&base.to_string_lossy()),
                         &args.llamacpp,
                         &args.openai,
-                    )?);
-                }
-            },
+                    )?),
+                };
+                self.loaded = Some(base);
+                backend.set_adapter(adapter.as_deref())?;
+            }
             Kind::Server(backend, Switch::Hook { cmd, timeout }) => {
                 run_logged("--serve-hook", cmd, &hook_env, &log, Some(*timeout))?;
                 backend.serve(&served_name, *timeout).with_context(|| {
@@ -247,6 +268,7 @@ impl<'a> Engine<'a> {
     pub fn release(&mut self) {
         if let (true, Kind::Embedded(slot)) = (self.args.low_memory, &mut self.kind) {
             *slot = None;
+            self.loaded = None;
             self.current = None;
         }
     }

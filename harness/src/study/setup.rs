@@ -11,6 +11,7 @@ use super::dir::{EvalSet, LoopDir, LoopSettings, TrainingSettings};
 use super::flags::{LoopMethod, RunArgs};
 use crate::engine::{backend_name, flash_attention};
 use crate::evaluate::evenly_spaced;
+use crate::flags::BackendKind;
 use crate::reports::{ReportSettings, embedding_seconds};
 
 /// A loop's fixed inputs: settings, problems and the directory.
@@ -136,7 +137,15 @@ fn loop_settings(
         arith_seed: args.data.seed,
         flash_attention: flash_attention(args.backend, &args.llamacpp).map(String::from),
         training: TrainingSettings::from(&args.training),
+        round_adapters: adapter_rounds(args),
     }
+}
+
+/// Whether LoRA rounds are sampled as M0 with the round's adapter.gguf applied: the embedded
+/// engine loads megabytes a round instead of a merged model, and samples exactly what was
+/// trained. (A server loads the PEFT adapter, or what its hook serves.)
+pub(super) fn adapter_rounds(args: &RunArgs) -> bool {
+    args.backend == BackendKind::Llamacpp && !args.training.settings.full
 }
 
 /// The report settings of `harness run`'s flags.

@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use trainer::checkpoint::peft_to_lora_gguf;
 use trainer::job::TrainJob;
 
 use super::flags::{DpoReference, LoopMethod, LoopTrainArgs};
 use super::serve::Engine;
-use super::setup::Loop;
+use super::setup::{Loop, adapter_rounds};
 use crate::flags::BackendKind;
 use crate::progress;
 use crate::shell::run_logged;
@@ -41,6 +42,7 @@ impl Loop<'_> {
             (true, DpoReference::M1) => Some(m1_reference(&self.model_dir(LoopMethod::Sft, 1))?),
             (true, DpoReference::M0) => Some(self.m0.clone()),
         };
+        let export_whole = number == 1 && self.args.dpo_ref == DpoReference::M1;
         let job = RoundJob {
             round: number,
             data,
@@ -48,7 +50,8 @@ impl Loop<'_> {
             m0: &self.m0,
             previous,
             reference,
-            export_whole: number == 1 && self.args.dpo_ref == DpoReference::M1,
+            export_whole,
+            merged: !adapter_rounds(self.args) || self.args.training.export_merged || export_whole,
             out: &partial,
         };
         let label = format!(
@@ -73,6 +76,11 @@ impl Loop<'_> {
                     &self.checkpoint_needs(),
                     &round.join("train.log"),
                 )?;
+                // A trainer outside writes PEFT's format; the engine applies llama.cpp's.
+                let adapter_gguf = partial.join("adapter.gguf");
+                if adapter_rounds(self.args) && !adapter_gguf.exists() {
+                    peft_to_lora_gguf(&self.m0, &partial.join("adapter"), &adapter_gguf)?;
+                }
             }
             None => {
                 run_job(&candle_job(&self.args.training, &job)?, &label)?;
@@ -84,9 +92,13 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// What a round's model folder must hold for the sampling engine.
+    /// What a round's model folder must hold for the sampling engine (an external trainer's
+    /// PEFT adapter is converted to adapter.gguf after it).
     fn checkpoint_needs(&self) -> Vec<&'static str> {
         match (self.args.backend, self.args.serving.lora_hotload) {
+            (BackendKind::Llamacpp, _) if adapter_rounds(self.args) => {
+                vec!["adapter/adapter_config.json"]
+            }
             (BackendKind::Llamacpp, _) => vec!["model.gguf"],
             (BackendKind::Openai, true) => vec!["adapter/adapter_config.json"],
             // The hook decides what it serves.
@@ -113,6 +125,9 @@ struct RoundJob<'a> {
     /// later round takes it as DPO's reference: a LoRA round over a folder writes only its
     /// adapter otherwise).
     pub export_whole: bool,
+    /// Write the merged model.gguf (M0 a GGUF): every round but the embedded engine's LoRA
+    /// rounds (sampled as M0 + adapter.gguf), unless --export-merged or M1 as DPO's reference.
+    pub merged: bool,
     /// The folder to write (created by the trainer).
     pub out: &'a Path,
 }
@@ -147,7 +162,8 @@ impl RoundJob<'_> {
     }
 }
 
-/// The learning rate, epochs and export type of a round.
+/// The learning rate, epochs and export type of a round (`none` when it exports no merged
+/// model).
 fn round_settings(t: &LoopTrainArgs, job: &RoundJob) -> (f64, usize, ExportType) {
     let lora = !t.settings.full;
     let given = if job.dpo { t.dpo_lr } else { t.settings.lr };
@@ -156,10 +172,13 @@ fn round_settings(t: &LoopTrainArgs, job: &RoundJob) -> (f64, usize, ExportType)
         None => t.m1_epochs,
         Some(_) => t.settings.epochs,
     };
-    let export = t.gguf_type.unwrap_or(match lora {
-        true => ExportType::F16,
-        false => ExportType::F32,
-    });
+    let export = match job.merged {
+        true => t.gguf_type.unwrap_or(match lora {
+            true => ExportType::F16,
+            false => ExportType::F32,
+        }),
+        false => ExportType::None,
+    };
     (learning_rate, epochs, export)
 }
 
@@ -171,11 +190,11 @@ fn candle_job(t: &LoopTrainArgs, job: &RoundJob) -> Result<TrainJob> {
     // A GGUF export copies M0's GGUF metadata; M0 as a Hugging Face folder (served by a
     // server) gets the adapter (LoRA) or hf/ (full) instead.
     let from_folder = job.m0.is_dir();
-    let gguf = match (from_folder, export.gguf_type()) {
+    let gguf = match (from_folder || !job.merged, export.gguf_type()) {
         (true, _) => None,
         (false, Some(gguf)) => Some(gguf),
         (false, None) => {
-            bail!("the loop samples each round's model.gguf: --gguf-type none does not apply")
+            bail!("the loop needs each round's model.gguf here: --gguf-type none does not apply")
         }
     };
     let (data, out) = (job.data.to_path_buf(), job.out.to_path_buf());

@@ -62,7 +62,6 @@ impl std::str::FromStr for GgufType {
 }
 
 /// GGUF name of a Hugging Face tensor name.
-#[cfg(test)]
 pub(crate) fn gguf_name(hf: &str) -> Option<String> {
     match hf {
         "model.embed_tokens.weight" => return Some("token_embd.weight".into()),

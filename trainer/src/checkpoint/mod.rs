@@ -3,6 +3,7 @@
 //! (`model.layers.3.self_attn.q_proj.weight`) and layout; the GGUF side converts names and
 //! the rotary row order at the boundary.
 
+mod adapter_gguf;
 mod atomic;
 mod gguf;
 mod hf;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use candle_core::{DType, Device, Tensor};
 
+pub use adapter_gguf::{export_lora_gguf, peft_to_lora_gguf};
 pub use atomic::{write_dir_atomically, write_file_atomically};
 pub use gguf::{GgufSource, GgufType, export_gguf};
 pub use hf::export_hf;
