@@ -42,8 +42,6 @@ pub struct LlamaCppConfig {
     pub gpu_layers: u32,
     /// Whether attention runs as llama.cpp's fused flash-attention kernel.
     pub flash_attention: FlashAttention,
-    /// A LoRA adapter GGUF applied over the model (as `llama-server --lora`).
-    pub lora: Option<PathBuf>,
 }
 
 /// How many sequences decode together.
@@ -159,7 +157,6 @@ impl LlamaCppConfig {
             ubatch_size: 512,
             gpu_layers: 0,
             flash_attention: FlashAttention::Off,
-            lora: None,
         }
     }
 }
@@ -199,25 +196,29 @@ pub struct LlamaCpp {
     config: LlamaCppConfig,
     model: LlamaModel,
     digest: String,
-    /// The LoRA adapter applied over `model`, with its file's digest.
-    adapter: Option<(LlamaLoraAdapter, String)>,
+    /// The LoRA adapter applied over `model` ([`Backend::set_adapter`]).
+    adapter: Option<Adapter>,
     profile: Option<DecodeProfile>,
 }
 
+/// A LoRA adapter loaded over the model: its file and the file's sha256 name it in samples.
+struct Adapter {
+    lora: LlamaLoraAdapter,
+    path: PathBuf,
+    digest: String,
+}
+
 impl LlamaCpp {
-    /// Loads the model, and the adapter if the settings name one.
+    /// Loads the model.
     pub fn new(config: LlamaCppConfig) -> Result<Self> {
         let (model, digest) = load(&config)?;
-        let lora = config.lora.clone();
-        let mut engine = LlamaCpp {
+        Ok(LlamaCpp {
             config,
             model,
             digest,
             adapter: None,
             profile: None,
-        };
-        engine.set_adapter(lora.as_deref())?;
-        Ok(engine)
+        })
     }
 
     /// Where the work of the last `generate` call went.
@@ -319,9 +320,9 @@ impl Backend for LlamaCpp {
             format!("{file}@sha256:{}", &digest[..16])
         };
         let model = name(&self.config.model, &self.digest);
-        match (&self.adapter, &self.config.lora) {
-            (Some((_, digest)), Some(path)) => format!("{model}+{}", name(path, digest)),
-            _ => model,
+        match &self.adapter {
+            Some(a) => format!("{model}+{}", name(&a.path, &a.digest)),
+            None => model,
         }
     }
 
@@ -340,9 +341,9 @@ impl Backend for LlamaCpp {
             .model
             .new_context(llama_backend()?, Self::context_params(&self.config, size))
             .map_err(|e| BackendError::Engine(format!("context: {e}")))?;
-        if let Some((adapter, _)) = &mut self.adapter {
+        if let Some(adapter) = &mut self.adapter {
             context
-                .lora_adapter_set(adapter, 1.0)
+                .lora_adapter_set(&mut adapter.lora, 1.0)
                 .map_err(|e| BackendError::Engine(format!("applying the LoRA adapter: {e}")))?;
         }
         let profile = scheduler::run(
@@ -367,17 +368,13 @@ impl Backend for LlamaCpp {
         self.adapter = None;
         self.model = model;
         self.digest = digest;
-        self.config = LlamaCppConfig {
-            lora: None,
-            ..config
-        };
+        self.config = config;
         Ok(())
     }
 
     fn set_adapter(&mut self, adapter: Option<&Path>) -> Result<()> {
         let Some(path) = adapter else {
             self.adapter = None;
-            self.config.lora = None;
             return Ok(());
         };
         let adapter_error = |message: String| BackendError::Model {
@@ -391,8 +388,11 @@ impl Backend for LlamaCpp {
             .model
             .lora_adapter_init(path)
             .map_err(|e| adapter_error(format!("not a LoRA adapter for this model: {e}")))?;
-        self.adapter = Some((lora, digest));
-        self.config.lora = Some(path.to_path_buf());
+        self.adapter = Some(Adapter {
+            lora,
+            path: path.to_path_buf(),
+            digest,
+        });
         Ok(())
     }
 }
