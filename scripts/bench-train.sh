@@ -11,17 +11,14 @@
 # the per-round ratio. This machine's speed drifts by 15-25% over minutes, so a ratio is only
 # taken between runs made next to each other.
 #
-# First use installs torch, transformers and peft into ~/.cache/harness/torch-venv (several GB).
+# First use installs torch, transformers and peft into ~/.cache/harness/torch-venv
+# (scripts/torch-venv.sh; several GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-$(nproc)}
 steps=${2:-3}
 rounds=${3:-3}
-venv=${HARNESS_CACHE:-$HOME/.cache/harness}/torch-venv
-if ! "$venv/bin/python" -c 'import torch, transformers, peft' 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q torch transformers peft
-fi
+py=$(scripts/torch-venv.sh)
 cargo build --release --quiet -p harness
 cargo build --release --quiet -p trainer --example step_bench
 model=$(target/release/harness fetch)
@@ -29,7 +26,7 @@ for mode in full lora; do
   runs=()
   for _ in $(seq "$rounds"); do
     candle=$(RAYON_NUM_THREADS=$threads target/release/examples/step_bench "$model" "$mode" 4 256 "$steps")
-    torch=$(OMP_NUM_THREADS=$threads "$venv/bin/python" scripts/torch_train_step.py "$mode" 4 256 "$steps" "$threads" 2>/dev/null)
+    torch=$(OMP_NUM_THREADS=$threads "$py" scripts/torch_train_step.py "$mode" 4 256 "$steps" "$threads" 2>/dev/null)
     echo "$candle"
     echo "$torch"
     runs+=("$candle" "$torch")

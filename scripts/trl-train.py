@@ -18,6 +18,11 @@ a server (`--lora-hotload`, `--serve-hook`), or set LLAMA_CPP_CONVERT to llama.c
 convert_hf_to_gguf.py and it also writes `$HARNESS_OUT/model.gguf` (the merged model, f16)
 for the embedded engine.
 
+Precision: float32, as the built-in trainer (TRL's configs otherwise turn bf16 autocast on
+whenever fp16 is off, and transformers refuses bf16 on a GPU without it); `--bf16` trains in
+bf16 autocast. Dropout: LoRA dropout in SFT; none in DPO (TRL's `disable_dropout`, set here
+explicitly; the built-in trainer does the same).
+
 Environment: a virtual environment with `torch transformers peft trl datasets` (and `gguf` for
 GGUF inputs). Written against TRL 1.16, PEFT 0.21, transformers 5.24.
 """
@@ -83,10 +88,12 @@ def read_dataset(path, dpo):
     return Dataset.from_list(rows)
 
 
-def common_args():
+def common_args(bf16):
     """TrainingArguments fields shared by SFT and DPO."""
     schedule = env("HARNESS_SCHEDULE", "cosine")
     return dict(
+        bf16=bf16,
+        fp16=False,
         output_dir=tempfile.mkdtemp(prefix="trl-train-"),
         learning_rate=float(env("HARNESS_LR")),
         num_train_epochs=float(env("HARNESS_EPOCHS")),
@@ -144,7 +151,7 @@ def reference_model(lora):
     return load_causal_lm(os.path.join(folder, "hf"))[0]
 
 
-def train(dpo, model, tokenizer, data, ref_model):
+def train(dpo, model, tokenizer, data, ref_model, bf16):
     if dpo:
         from trl import DPOConfig, DPOTrainer
 
@@ -159,7 +166,8 @@ def train(dpo, model, tokenizer, data, ref_model):
             # The chosen responses' mean token NLL, weighted (the built-in --nll-weight).
             loss_type=["sigmoid", "sft"] if nll > 0 else ["sigmoid"],
             loss_weights=[1.0, nll] if nll > 0 else None,
-            **common_args(),
+            disable_dropout=True,
+            **common_args(bf16),
         )
         trainer = DPOTrainer(
             model=model, ref_model=ref_model, args=config, train_dataset=data,
@@ -168,7 +176,7 @@ def train(dpo, model, tokenizer, data, ref_model):
     else:
         from trl import SFTConfig, SFTTrainer
 
-        config = SFTConfig(completion_only_loss=True, **common_args())
+        config = SFTConfig(completion_only_loss=True, **common_args(bf16))
         trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer)
     trainer.train()
     return trainer
@@ -192,6 +200,11 @@ def write_gguf(model, tokenizer, out):
 
 
 def main():
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bf16", action="store_true", help="train in bf16 autocast (default: float32)")
+    args = parser.parse_args()
     dpo = env("HARNESS_METHOD") == "dpo"
     lora = env("HARNESS_TUNING") == "lora"
     out = env("HARNESS_OUT")
@@ -205,7 +218,14 @@ def main():
     ref_model = reference_model(lora) if dpo else None
     print(f"trl-train.py: round {env('HARNESS_ROUND')} {'DPO' if dpo else 'SFT'} "
           f"{'LoRA' if lora else 'full'} on {len(data)} records from {start}", flush=True)
-    trainer = train(dpo, model, tokenizer, data, ref_model)
+    trainer = train(dpo, model, tokenizer, data, ref_model, args.bf16)
+    # TRL's per-step log (loss, learning rate, grad norm, DPO rewards), one JSON line per step,
+    # as the built-in trainer's train_log.jsonl.
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "train_log.jsonl"), "w") as log:
+        for entry in trainer.state.log_history:
+            if "loss" in entry:
+                log.write(json.dumps(entry) + "\n")
     model = trainer.model
     if lora:
         model.save_pretrained(os.path.join(out, "adapter"), selected_adapters=["default"])

@@ -192,7 +192,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub ignore_eos: bool,
     /// Base seed: sample j of a problem is drawn with seed + j.
-    #[arg(long, default_value_t = 1234)]
+    /// At most 2^62 (servers keep seeds as signed 64-bit integers).
+    #[arg(long, default_value_t = 1234, value_parser = crate::flags::seed_parser())]
     pub seed: u64,
     /// Prompt form: chat messages (instruct models) or plain text (base models).
     #[arg(long, value_enum, default_value_t = Style::Chat)]

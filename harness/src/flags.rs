@@ -7,6 +7,16 @@ use std::time::Duration;
 use benchmarks::{DataSource, SandboxConfig};
 use clap::{Args, ValueEnum};
 
+/// The largest base seed `--seed` takes: servers keep a request's seed as a signed 64-bit
+/// integer (vLLM refuses a larger one), and the seeds derived from the base (`+ j` per
+/// sample, `+ 1000000 t` per round) must fit too, so the base stays at or below 2^62.
+pub const MAX_SEED: u64 = 1 << 62;
+
+/// Parses `--seed`, refusing one above [`MAX_SEED`] before anything runs.
+pub fn seed_parser() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(..=MAX_SEED)
+}
+
 /// Where task data comes from.
 #[derive(Debug, Args, Clone)]
 pub struct DataArgs {
@@ -164,4 +174,27 @@ pub struct OpenAiArgs {
     /// seed + j); by default one request per sample, each with its own seed.
     #[arg(long)]
     pub native_n: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    /// `harness SUBCOMMAND --seed SEED` parsed by the real command line.
+    fn parse_seed(subcommand: &str, seed: &str) -> Result<(), String> {
+        crate::cli::Cli::try_parse_from(["harness", subcommand, "--seed", seed])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn seeds_above_2_to_the_62_are_refused_before_a_run() {
+        for subcommand in ["bench", "run"] {
+            assert!(parse_seed(subcommand, &super::MAX_SEED.to_string()).is_ok());
+            let err = parse_seed(subcommand, &(super::MAX_SEED + 1).to_string()).unwrap_err();
+            assert!(err.contains("--seed"), "{err}");
+            let err = parse_seed(subcommand, &u64::MAX.to_string()).unwrap_err();
+            assert!(err.contains("4611686018427387904"), "{err}");
+        }
+    }
 }

@@ -27,7 +27,8 @@ pub struct TrainingArgs {
     /// LoRA alpha (the update is scaled by alpha / rank).
     #[arg(long, default_value_t = 32.0)]
     pub lora_alpha: f64,
-    /// LoRA dropout on the adapters' input.
+    /// LoRA dropout on the adapters' input (SFT; DPO trains without dropout, as TRL's DPO
+    /// does by default).
     #[arg(long, default_value_t = 0.05)]
     pub lora_dropout: f64,
     /// Projections that get adapters, comma-separated (q_proj, k_proj, v_proj, o_proj,

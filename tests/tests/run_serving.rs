@@ -40,10 +40,21 @@ fn assert_ok(out: &Output) -> String {
 /// One request the fake vLLM server saw: path and JSON body.
 type Seen = Arc<Mutex<Vec<(String, Value)>>>;
 
+/// How the fake vLLM's runtime adapter endpoints answer.
+#[derive(Clone, Copy, PartialEq)]
+enum Adapters {
+    /// Load and unload succeed, in plain text as vLLM answers.
+    Work,
+    /// 404 on load, as vLLM without VLLM_ALLOW_RUNTIME_LORA_UPDATING.
+    Refused,
+    /// Unload fails with 500, as vLLM before its API-only registry does when the worker
+    /// already evicted the adapter (max_cpu_loras = max_loras = 1).
+    UnloadFails,
+}
+
 /// A fake vLLM: /health, /v1/models (the base model plus loaded adapters), the runtime
-/// adapter endpoints answering plain text as vLLM does (or refusing with 404 as vLLM does
-/// without VLLM_ALLOW_RUNTIME_LORA_UPDATING), and chat completions with a fixed answer.
-fn fake_vllm(base_model: String, refuse: bool) -> (String, Seen) {
+/// adapter endpoints (see [`Adapters`]), and chat completions with a fixed answer.
+fn fake_vllm(base_model: String, adapters: Adapters) -> (String, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen: Seen = Arc::default();
@@ -68,7 +79,7 @@ fn fake_vllm(base_model: String, refuse: bool) -> (String, Seen) {
                         serde_json::json!({"data": ids}).to_string(),
                     )
                 }
-                "/v1/load_lora_adapter" if refuse => (
+                "/v1/load_lora_adapter" if adapters == Adapters::Refused => (
                     404,
                     "application/json",
                     r#"{"detail":"Not Found"}"#.to_string(),
@@ -79,6 +90,14 @@ fn fake_vllm(base_model: String, refuse: bool) -> (String, Seen) {
                     let text = format!("Success: LoRA adapter '{name}' added successfully.");
                     (200, "text/plain", text)
                 }
+                "/v1/unload_lora_adapter" if adapters == Adapters::UnloadFails => (
+                    500,
+                    "application/json",
+                    serde_json::json!({"object": "error", "type": "InternalServerError",
+                        "message": format!("Failed to remove lora adapter {}", body["lora_name"]),
+                        "code": 500})
+                    .to_string(),
+                ),
                 "/v1/unload_lora_adapter" => {
                     let name = body["lora_name"].as_str().unwrap_or_default();
                     loaded.retain(|n| n != name);
@@ -141,7 +160,7 @@ fn lora_hotload_loads_each_rounds_adapter_under_a_new_name_and_unloads_the_last(
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let model = default_model();
-    let (url, seen) = fake_vllm(model.display().to_string(), false);
+    let (url, seen) = fake_vllm(model.display().to_string(), Adapters::Work);
     let out = tmp.path().join("hot");
     let served = ["--backend", "openai", "--base-url", &url, "--lora-hotload"];
     assert_ok(&run(&loop_args("sft", &out, &served)));
@@ -211,7 +230,7 @@ fn lora_hotload_loads_each_rounds_adapter_under_a_new_name_and_unloads_the_last(
     }
 
     // A server that refuses runtime adapters stops the run with its answer and the fix.
-    let (refusing, _) = fake_vllm(model.display().to_string(), true);
+    let (refusing, _) = fake_vllm(model.display().to_string(), Adapters::Refused);
     let m1 = out.join("round-1/model");
     let mut args = loop_args("sft", &tmp.path().join("refused"), &[]);
     args.extend(
@@ -235,6 +254,58 @@ fn lora_hotload_loads_each_rounds_adapter_under_a_new_name_and_unloads_the_last(
             && err.contains("--enable-lora"),
         "{err}"
     );
+
+    // A server whose unload fails (the adapter already evicted) warns and goes on; a
+    // server that sees the run directory elsewhere is sent paths there.
+    let (evicting, seen) = fake_vllm(model.display().to_string(), Adapters::UnloadFails);
+    let mut args = loop_args("sft", &tmp.path().join("evicted"), &[]);
+    let map = format!("{}=/srv/runs", tmp.path().display());
+    args.extend(
+        [
+            "--backend",
+            "openai",
+            "--base-url",
+            &evicting,
+            "--lora-hotload",
+            "--adapter-path-map",
+            &map,
+            "--m1",
+            m1.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let done = run(&args);
+    assert_ok(&done);
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        err.contains("could not unload adapter evicted-r1")
+            && err.contains("Failed to remove lora adapter"),
+        "{err}"
+    );
+    let unloads = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(path, _)| path == "/v1/unload_lora_adapter")
+        .count();
+    assert_eq!(unloads, 1);
+    let paths: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(path, _)| path == "/v1/load_lora_adapter")
+        .map(|(_, body)| body["lora_path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        paths.last().map(String::as_str),
+        Some("/srv/runs/evicted/sft/round-2/model/adapter"),
+        "{paths:?}"
+    );
+    assert!(
+        paths.iter().all(|p| p.starts_with("/srv/runs/")),
+        "{paths:?}"
+    );
+    assert!(tmp.path().join("evicted/sft/round-2/eval").is_dir());
 }
 
 /// Kills the hook's last server when the test ends.

@@ -254,7 +254,7 @@ fn peft_adapter_has_peft_names_and_equals_the_merged_export() {
     assert_eq!(config["lora_alpha"].as_f64(), Some(8.0));
     assert_eq!(
         config["target_modules"],
-        json!(["q_proj", "v_proj", "down_proj"])
+        json!(["down_proj", "q_proj", "v_proj"])
     );
     assert!(config["modules_to_save"].is_null());
 

@@ -102,6 +102,19 @@ pub enum Progress<'a> {
     Step(&'a StepLog),
 }
 
+/// The job's tuning as trained: DPO trains without LoRA dropout, as TRL's DPO does
+/// (`DPOConfig.disable_dropout`, on by default): with dropout the policy's log-probabilities
+/// at the first step would differ from the reference's, which are scored without it.
+fn trained_tuning(job: &TrainJob) -> Tuning {
+    match (&job.method, &job.tuning) {
+        (Method::Dpo(_), Tuning::Lora(lora)) => Tuning::Lora(crate::LoraConfig {
+            dropout: 0.0,
+            ..lora.clone()
+        }),
+        (_, tuning) => tuning.clone(),
+    }
+}
+
 pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSummary> {
     let started = Instant::now();
     let tokenizer_path = match (&job.tokenizer, is_gguf(&job.model)) {
@@ -128,7 +141,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
             weights.config.vocab_size
         );
     }
-    let model = Llama::new(&weights, &job.tuning, job.params.seed)?;
+    let model = Llama::new(&weights, &trained_tuning(job), job.params.seed)?;
     if let Some(dir) = &job.continue_adapter {
         progress(Progress::Phase("loading the adapter to continue"));
         let adapter = crate::checkpoint::read_peft(dir, job.dtype, &job.device)?;

@@ -5,6 +5,7 @@
 //! The trainer never samples and never grades: it receives training data and writes models.
 
 pub mod batch;
+pub mod chat_template;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

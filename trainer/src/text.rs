@@ -11,6 +11,8 @@ use backends::Prompt;
 use backends::llamacpp::Tokenizer as GgufTokenizer;
 use serde_json::Value;
 
+use crate::chat_template::ChatTemplate;
+
 /// Text that cannot occur in a chat message; marks where the assistant turn's content sits
 /// in a rendered template.
 const SENTINEL: &str = "\u{1}\u{2}CONTENT\u{2}\u{1}";
@@ -60,11 +62,9 @@ pub struct HfTokenizer {
     /// special tokens (llama.cpp's `parse_special = false`).
     literal: tokenizers::Tokenizer,
     /// The jinja chat template (None: the folder has none; chat prompts are refused).
-    template: Option<String>,
-    bos_token: String,
-    eos_token: String,
-    /// Whether a prompt starts with BOS (`add_bos_token` of tokenizer_config.json).
-    add_bos: bool,
+    template: Option<ChatTemplate>,
+    /// The special tokens tokenizer_config.json names (what the template sees).
+    special: Vec<(&'static str, String)>,
 }
 
 impl HfTokenizer {
@@ -85,101 +85,90 @@ impl HfTokenizer {
             Ok(text) => Some(text),
             Err(_) => config["chat_template"].as_str().map(str::to_string),
         };
-        let token = |key: &str| -> String {
+        let template = template
+            .map(ChatTemplate::new)
+            .transpose()
+            .with_context(|| format!("{}", folder.display()))?;
+        let token = |key: &str| -> Option<String> {
             match &config[key] {
-                Value::String(s) => s.clone(),
+                Value::String(s) => Some(s.clone()),
                 // The older form: an AddedToken object.
                 Value::Object(o) => o
                     .get("content")
                     .and_then(|c| c.as_str())
-                    .unwrap_or("")
-                    .to_string(),
-                _ => String::new(),
+                    .map(str::to_string),
+                _ => None,
             }
         };
+        let special = ["bos_token", "eos_token", "unk_token", "pad_token"]
+            .into_iter()
+            .filter_map(|key| Some((key, token(key)?)))
+            .collect();
         let mut literal = tokenizer.clone();
         literal.set_encode_special_tokens(true);
         Ok(HfTokenizer {
             tokenizer,
             literal,
             template,
-            bos_token: token("bos_token"),
-            eos_token: token("eos_token"),
-            add_bos: config["add_bos_token"].as_bool().unwrap_or(false),
+            special,
         })
     }
 
-    /// The chat template applied to `messages` (and an assistant turn holding `assistant`).
+    /// The chat template applied to `messages` (and an assistant turn holding `assistant`),
+    /// with the generation prompt when there is no assistant turn.
     fn render(
         &self,
         messages: &[backends::ChatMessage],
         assistant: Option<&str>,
     ) -> Result<String> {
-        let Some(source) = &self.template else {
+        self.apply_chat_template(messages, assistant, assistant.is_none())
+    }
+
+    /// What transformers' `apply_chat_template(messages, tokenize=False,
+    /// add_generation_prompt=...)` returns, with an assistant turn appended when given.
+    pub fn apply_chat_template(
+        &self,
+        messages: &[backends::ChatMessage],
+        assistant: Option<&str>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let Some(template) = &self.template else {
             bail!(
                 "the tokenizer has no chat template (tokenizer_config.json, chat_template.jinja)"
             );
         };
-        let mut env = minijinja::Environment::new();
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |message: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    message,
-                ))
-            },
-        );
-        env.add_template("chat", source).context("chat template")?;
-        let mut all: Vec<Value> = messages
-            .iter()
-            .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
-            .collect();
-        if let Some(content) = assistant {
-            all.push(serde_json::json!({"role": "assistant", "content": content}));
-        }
-        let context = minijinja::context! {
-            messages => all,
-            add_generation_prompt => assistant.is_none(),
-            bos_token => self.bos_token,
-            eos_token => self.eos_token,
-        };
-        env.get_template("chat")?
-            .render(context)
-            .context("rendering the chat template")
+        template.render(messages, assistant, add_generation_prompt, &self.special)
     }
 
-    fn encode(&self, text: &str, bos: bool) -> Result<Vec<u32>> {
-        self.encode_with(&self.tokenizer, text, bos)
+    /// `text`'s ids, with the tokenizer's post-processor (its BOS, if it adds one) when
+    /// `special`.
+    fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
+        self.encode_with(&self.tokenizer, text, special)
     }
 
     fn encode_with(
         &self,
         tokenizer: &tokenizers::Tokenizer,
         text: &str,
-        bos: bool,
+        special: bool,
     ) -> Result<Vec<u32>> {
         let encoding = tokenizer
-            .encode(text, false)
+            .encode(text, special)
             .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
-        let mut ids = Vec::with_capacity(encoding.len() + 1);
-        if bos && let Some(id) = self.tokenizer.token_to_id(&self.bos_token) {
-            ids.push(id);
-        }
-        ids.extend_from_slice(encoding.get_ids());
-        Ok(ids)
+        Ok(encoding.get_ids().to_vec())
     }
 
-    /// A prompt's ids: the chat template with the generation prompt, or the raw text; BOS
-    /// first when the tokenizer adds one and the text does not start with it.
+    /// A prompt's ids as the server tokenizes it. Chat: the rendered template without
+    /// special tokens added (transformers' `apply_chat_template` and vLLM's chat endpoint;
+    /// a template that wants BOS writes `bos_token`). Raw text: with the tokenizer's
+    /// post-processor, as transformers' `tokenizer(text)` and vLLM's `/v1/completions`
+    /// (`add_special_tokens` defaults to true there), so BOS comes first when the
+    /// tokenizer adds one.
     pub fn prompt(&self, prompt: &Prompt) -> Result<Vec<u32>> {
-        let text = match prompt {
-            Prompt::Text(text) => text.clone(),
-            Prompt::Chat(messages) => self.render(messages, None)?,
-        };
-        let bos = self.add_bos && !(self.bos_token.is_empty() || text.starts_with(&self.bos_token));
-        self.encode(&text, bos)
+        match prompt {
+            Prompt::Text(text) => self.encode(text, true),
+            Prompt::Chat(messages) => self.encode(&self.render(messages, None)?, false),
+        }
     }
 
     /// A response's ids followed by the template's text after an assistant turn (chat), or
@@ -196,8 +185,10 @@ impl HfTokenizer {
             }
             Prompt::Text(_) => {
                 let eos = self
-                    .tokenizer
-                    .token_to_id(&self.eos_token)
+                    .special
+                    .iter()
+                    .find(|(key, _)| *key == "eos_token")
+                    .and_then(|(_, token)| self.tokenizer.token_to_id(token))
                     .context("the tokenizer has no EOS token")?;
                 ids.push(eos);
             }

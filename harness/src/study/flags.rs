@@ -135,7 +135,8 @@ pub struct RunArgs {
     pub max_tokens: Option<u32>,
     /// Base seed. Evaluation: greedy with `seed`, sample j with `seed + j` every round.
     /// Training questions of round t: sample j with `seed + 1000000 t + j`.
-    #[arg(long, default_value_t = 1234)]
+    /// At most 2^62 (servers keep seeds as signed 64-bit integers).
+    #[arg(long, default_value_t = 1234, value_parser = crate::flags::seed_parser())]
     pub seed: u64,
     /// Prompt form: chat messages (instruct models) or plain text (base models).
     #[arg(long, value_enum, default_value_t = Style::Chat)]
@@ -183,6 +184,12 @@ pub struct ServeArgs {
     /// VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora.
     #[arg(long)]
     pub lora_hotload: bool,
+    /// With --lora-hotload and a vLLM on another machine: LOCAL=REMOTE, where the server
+    /// sees this machine's folder LOCAL (a shared file system mounted elsewhere); adapter
+    /// paths under LOCAL are sent with REMOTE in its place. Without it the server must see
+    /// the run directory at the same absolute path.
+    #[arg(long, value_name = "LOCAL=REMOTE", value_parser = parse_path_map)]
+    pub adapter_path_map: Option<(PathBuf, String)>,
     /// Any server: a shell command that (re)starts the server on the round's checkpoint and
     /// returns; it gets HARNESS_ROUND, HARNESS_CHECKPOINT, HARNESS_SERVED_MODEL (the model
     /// name to serve under), HARNESS_GGUF, HARNESS_ADAPTER, HARNESS_HF and HARNESS_BASE_MODEL;
@@ -196,6 +203,16 @@ pub struct ServeArgs {
     /// The name the server serves M0 under (default: --model as given).
     #[arg(long, value_name = "NAME")]
     pub served_model: Option<String>,
+}
+
+/// `LOCAL=REMOTE` of --adapter-path-map; LOCAL made absolute.
+fn parse_path_map(text: &str) -> Result<(PathBuf, String), String> {
+    let (local, remote) = text
+        .split_once('=')
+        .filter(|(l, r)| !l.is_empty() && !r.is_empty())
+        .ok_or_else(|| format!("`{text}`: expected LOCAL=REMOTE, two folders"))?;
+    let local = std::path::absolute(local).map_err(|e| format!("`{local}`: {e}"))?;
+    Ok((local, remote.trim_end_matches('/').to_string()))
 }
 
 /// Who trains each round's model.

@@ -204,6 +204,7 @@ impl<'a> Engine<'a> {
                         if !adapter.join("adapter_config.json").exists() {
                             bail!("{}: no PEFT adapter to load", adapter.display());
                         }
+                        let adapter = server_path(&adapter, &self.args.serving.adapter_path_map)?;
                         backend
                             .load_lora_adapter(&served_name, &adapter)
                             .map_err(|e| refusal(e, &m0_served, args))?;
@@ -211,8 +212,14 @@ impl<'a> Engine<'a> {
                     }
                 };
                 backend.serve(&target, Duration::from_secs(60))?;
-                if let Some(previous) = loaded.take().filter(|p| *p != target) {
-                    backend.unload_lora_adapter(&previous)?;
+                if let Some(previous) = loaded.take().filter(|p| *p != target)
+                    && let Err(e) = backend.unload_lora_adapter(&previous)
+                {
+                    // vLLM before its API-only adapter registry answers 500 when its worker
+                    // already evicted the adapter (max_cpu_loras defaults to max_loras, 1);
+                    // the adapter is then gone, and an adapter left loaded costs memory,
+                    // not correctness: sampling names its adapter on every request.
+                    tracing::warn!("could not unload adapter {previous} (going on): {e}");
                 }
                 if checkpoint.folder.is_some() {
                     *loaded = Some(target);
@@ -303,4 +310,20 @@ fn sanitize(name: &str) -> String {
             },
         )
         .collect()
+}
+
+/// Where the server finds `adapter`: the path itself, or with --adapter-path-map's LOCAL
+/// prefix replaced by REMOTE.
+fn server_path(adapter: &Path, map: &Option<(PathBuf, String)>) -> Result<PathBuf> {
+    let Some((local, remote)) = map else {
+        return Ok(adapter.to_path_buf());
+    };
+    let rest = adapter.strip_prefix(local).map_err(|_| {
+        anyhow::anyhow!(
+            "--adapter-path-map: the adapter {} is not under {}",
+            adapter.display(),
+            local.display()
+        )
+    })?;
+    Ok(Path::new(remote).join(rest))
 }

@@ -12,7 +12,8 @@ pub struct LoraTensors {
     pub rank: usize,
     pub alpha: f64,
     pub dropout: f64,
-    /// Module suffixes trained (`q_proj`, `v_proj`, ...), as `target_modules`.
+    /// As configured (`all-linear` or projection names); the export writes the names of the
+    /// modules actually trained instead (see [`trained_module_names`]).
     pub target_modules: Vec<String>,
     pub modules: BTreeMap<String, (Tensor, Tensor)>,
 }
@@ -39,7 +40,7 @@ pub fn export_peft(lora: &LoraTensors, base_model: &str, out: &Path) -> Result<(
         "r": lora.rank,
         "lora_alpha": lora.alpha,
         "lora_dropout": lora.dropout,
-        "target_modules": lora.target_modules,
+        "target_modules": trained_module_names(lora),
         "bias": "none",
         "modules_to_save": null,
         "fan_in_fan_out": false,
@@ -56,6 +57,19 @@ pub fn export_peft(lora: &LoraTensors, base_model: &str, out: &Path) -> Result<(
         candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors"))?;
         Ok(())
     })
+}
+
+/// The last path component of every module trained (`q_proj`, `down_proj`), sorted. PEFT
+/// expands `all-linear` only when `target_modules` is that string, and matches every entry of
+/// a list as a module name, so `["all-linear"]` would match nothing when PEFT loads the
+/// adapter; the names actually trained load under every PEFT version and in vLLM.
+pub fn trained_module_names(lora: &LoraTensors) -> Vec<String> {
+    let names: std::collections::BTreeSet<&str> = lora
+        .modules
+        .keys()
+        .map(|m| m.rsplit('.').next().unwrap_or(m))
+        .collect();
+    names.into_iter().map(str::to_string).collect()
 }
 
 /// Reads a PEFT adapter folder written by [`export_peft`] (or by PEFT itself): its settings
@@ -131,4 +145,43 @@ pub fn read_peft(dir: &Path, dtype: DType, device: &Device) -> Result<LoraTensor
         target_modules,
         modules,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_linear_is_written_as_the_module_names_trained() {
+        let zeros = |r, c| Tensor::zeros((r, c), DType::F32, &Device::Cpu).unwrap();
+        let mut modules = BTreeMap::new();
+        for layer in 0..2 {
+            for proj in ["self_attn.q_proj", "self_attn.o_proj", "mlp.down_proj"] {
+                modules.insert(
+                    format!("model.layers.{layer}.{proj}"),
+                    (zeros(2, 4), zeros(4, 2)),
+                );
+            }
+        }
+        let lora = LoraTensors {
+            rank: 2,
+            alpha: 4.0,
+            dropout: 0.0,
+            target_modules: vec!["all-linear".into()],
+            modules,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("adapter");
+        export_peft(&lora, "m0.gguf", &out).unwrap();
+        let config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            config["target_modules"],
+            serde_json::json!(["down_proj", "o_proj", "q_proj"])
+        );
+        let back = read_peft(&out, DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(back.modules.len(), 6);
+    }
 }
