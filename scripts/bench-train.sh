@@ -5,6 +5,8 @@
 # in one run, and prints tokens/s, peak memory and the ratio candle / PyTorch.
 #
 #   scripts/bench-train.sh [THREADS] [STEPS] [ROUNDS]
+#   B=4 T=160 MODES=lora scripts/bench-train.sh   # the loop's batches: 4 arith SFT examples
+#                                                 # (B=8: a DPO step's 4 pairs) of ~160 tokens
 #
 # Each round runs the two engines back to back (STEPS timed steps each, after one warm-up
 # step); the summary gives the median over ROUNDS (default 3) of each engine's tokens/s and of
@@ -18,15 +20,18 @@ cd "$(dirname "$0")/.."
 threads=${1:-$(nproc)}
 steps=${2:-3}
 rounds=${3:-3}
+B=${B:-4}
+T=${T:-256}
+MODES=${MODES:-full lora}
 py=$(scripts/torch-venv.sh)
 cargo build --release --quiet -p harness
 cargo build --release --quiet -p trainer --example step_bench
 model=$(target/release/harness fetch)
-for mode in full lora; do
+for mode in $MODES; do
   runs=()
   for _ in $(seq "$rounds"); do
-    candle=$(RAYON_NUM_THREADS=$threads target/release/examples/step_bench "$model" "$mode" 4 256 "$steps")
-    torch=$(OMP_NUM_THREADS=$threads "$py" scripts/torch_train_step.py "$mode" 4 256 "$steps" "$threads" 2>/dev/null)
+    candle=$(RAYON_NUM_THREADS=$threads target/release/examples/step_bench "$model" "$mode" "$B" "$T" "$steps")
+    torch=$(OMP_NUM_THREADS=$threads "$py" scripts/torch_train_step.py "$mode" "$B" "$T" "$steps" "$threads" 2>/dev/null)
     echo "$candle"
     echo "$torch"
     runs+=("$candle" "$torch")

@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=$(scripts/torch-venv.sh)
+export TQDM_DISABLE=1 # the GGUF dequantisation bars
 cargo build --release --quiet -p harness
 H=target/release/harness
 model=$($H fetch)

@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 tolerance=${1:-0.001}
 steps=${2:-6}
 py=$(scripts/torch-venv.sh)
+export TQDM_DISABLE=1 # the GGUF dequantisation bars
 cargo build --release --quiet -p harness
 H=target/release/harness
 model=$($H fetch)

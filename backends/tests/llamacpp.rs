@@ -248,3 +248,38 @@ fn greedy_is_the_same_whether_its_prompt_was_decoded_copied_or_kept() {
         alone_q[0]
     );
 }
+
+/// A sequence running above a finished one is moved down into its slot (the running slots
+/// stay consecutive, one micro-batch per step) and its greedy output is unchanged: with two
+/// slots, R (8 tokens) takes slot 0, Q slot 1; when R ends, Q's cells are copied into slot 0
+/// and it goes on there.
+#[test]
+fn a_sequence_moved_into_a_finished_slot_gives_the_same_greedy_text() {
+    let _serial = serial();
+    let request = |question: &str, max_tokens: u32| Request {
+        prompt: gsm8k(question),
+        sampling: Sampling {
+            max_tokens,
+            ..Sampling::default()
+        },
+        seed: 0,
+        indices: vec![0],
+    };
+    let requests = [
+        request(LONG_QUESTIONS[1], 8),
+        request(LONG_QUESTIONS[0], 160),
+    ];
+    let mut two = engine(2);
+    let together = generate(&mut two, &requests);
+    let profile = two.last_profile().unwrap().clone();
+    assert_eq!(profile.moves, 1, "{profile:?}");
+    // Every running step was one run of consecutive slots.
+    assert_eq!(
+        profile.running_micro_batches, profile.running_steps,
+        "{profile:?}"
+    );
+    let mut single = engine(1);
+    let alone = generate(&mut single, &requests[1..]);
+    assert_eq!(together[1].text, alone[0].text);
+    assert!(alone[0].completion_tokens.unwrap() > 100, "{:?}", alone[0]);
+}
