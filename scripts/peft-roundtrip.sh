@@ -9,13 +9,8 @@
 # First use installs torch, transformers, PEFT and TRL (scripts/torch-venv.sh, several GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-py=$(scripts/torch-venv.sh)
-export TQDM_DISABLE=1 # the GGUF dequantisation bars
-cargo build --release --quiet -p harness
-H=target/release/harness
-model=$($H fetch)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=scripts/torch-lib.sh
+source scripts/torch-lib.sh
 "$py" scripts/peft_roundtrip.py data "$work"
 train() { # NAME METHOD TARGETS [EXTRA...]
   local name=$1 method=$2 targets=$3

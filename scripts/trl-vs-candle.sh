@@ -12,13 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tolerance=${1:-0.001}
 steps=${2:-6}
-py=$(scripts/torch-venv.sh)
-export TQDM_DISABLE=1 # the GGUF dequantisation bars
-cargo build --release --quiet -p harness
-H=target/release/harness
-model=$($H fetch)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=scripts/torch-lib.sh
+source scripts/torch-lib.sh
 "$py" scripts/peft_roundtrip.py data "$work"
 "$py" scripts/trl_vs_candle.py init "$model" "$work/init" 8 16 2>/dev/null
 for method in sft dpo; do

@@ -78,6 +78,19 @@ const LONG_QUESTIONS: [&str; 3] = [
      in each row?",
 ];
 
+/// One greedy sample of a gsm8k question, at most `max_tokens` long.
+fn greedy_gsm8k(question: &str, max_tokens: u32) -> Request {
+    Request {
+        prompt: gsm8k(question),
+        sampling: Sampling {
+            max_tokens,
+            ..Sampling::default()
+        },
+        seed: 0,
+        indices: vec![0],
+    }
+}
+
 fn gsm8k(question: &str) -> Prompt {
     Prompt::Chat(vec![
         ChatMessage {
@@ -205,15 +218,7 @@ fn stop_strings_and_max_tokens_end_generation() {
 #[test]
 fn greedy_is_the_same_whether_its_prompt_was_decoded_copied_or_kept() {
     let _serial = serial();
-    let request = |question: &str, max_tokens: u32| Request {
-        prompt: gsm8k(question),
-        sampling: Sampling {
-            max_tokens,
-            ..Sampling::default()
-        },
-        seed: 0,
-        indices: vec![0],
-    };
+    let request = greedy_gsm8k;
     let (q, r) = (LONG_QUESTIONS[0], LONG_QUESTIONS[1]);
     let requests = [
         request(q, 160),
@@ -256,15 +261,7 @@ fn greedy_is_the_same_whether_its_prompt_was_decoded_copied_or_kept() {
 #[test]
 fn a_sequence_moved_into_a_finished_slot_gives_the_same_greedy_text() {
     let _serial = serial();
-    let request = |question: &str, max_tokens: u32| Request {
-        prompt: gsm8k(question),
-        sampling: Sampling {
-            max_tokens,
-            ..Sampling::default()
-        },
-        seed: 0,
-        indices: vec![0],
-    };
+    let request = greedy_gsm8k;
     let requests = [
         request(LONG_QUESTIONS[1], 8),
         request(LONG_QUESTIONS[0], 160),
