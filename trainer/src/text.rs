@@ -143,19 +143,7 @@ impl HfTokenizer {
     /// `text`'s ids, with the tokenizer's post-processor (its BOS, if it adds one) when
     /// `special`.
     fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
-        self.encode_with(&self.tokenizer, text, special)
-    }
-
-    fn encode_with(
-        &self,
-        tokenizer: &tokenizers::Tokenizer,
-        text: &str,
-        special: bool,
-    ) -> Result<Vec<u32>> {
-        let encoding = tokenizer
-            .encode(text, special)
-            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
-        Ok(encoding.get_ids().to_vec())
+        token_ids(&self.tokenizer, text, special)
     }
 
     /// A prompt's ids as the server tokenizes it. Chat: the rendered template without
@@ -174,7 +162,7 @@ impl HfTokenizer {
     /// A response's ids followed by the template's text after an assistant turn (chat), or
     /// EOS (raw text).
     pub fn response(&self, prompt: &Prompt, text: &str) -> Result<Vec<u32>> {
-        let mut ids = self.encode_with(&self.literal, text, false)?;
+        let mut ids = token_ids(&self.literal, text, false)?;
         match prompt {
             Prompt::Chat(messages) => {
                 let rendered = self.render(messages, Some(SENTINEL))?;
@@ -195,4 +183,12 @@ impl HfTokenizer {
         }
         Ok(ids)
     }
+}
+
+/// `text`'s ids under `tokenizer`, its post-processor applied when `special`.
+fn token_ids(tokenizer: &tokenizers::Tokenizer, text: &str, special: bool) -> Result<Vec<u32>> {
+    let encoding = tokenizer
+        .encode(text, special)
+        .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+    Ok(encoding.get_ids().to_vec())
 }
