@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["cli"],
     &["study"],
-    &["study/sequence"],
+    &["study/sequence", "study/dry_run"],
     &["study/round", "study/report"],
     &["study/train"],
     &["study/serve", "study/table"],

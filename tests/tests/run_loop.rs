@@ -518,3 +518,47 @@ fn a_loop_directory_refuses_other_settings_by_name() {
     assert!(!out.status.success());
     assert!(err.contains("n_eval: 2 -> 3"), "{err}");
 }
+
+#[test]
+fn gold_limit_trains_m1_on_its_own_number_of_gold_pairs_and_is_recorded() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("run");
+    // The external trainer fails at once: the gold pairs are written before M1 is trained.
+    let mut a = args(&dir);
+    a.extend(
+        [
+            "--gold-limit",
+            "12",
+            "--trainer",
+            "external",
+            "--train-cmd",
+            "false",
+        ]
+        .map(String::from),
+    );
+    let out = Command::new(harness_bin()).args(&a).output().unwrap();
+    assert!(!out.status.success(), "the failing trainer stops the run");
+    let gold = read_jsonl(&dir.join("round-1/gold.jsonl"));
+    assert_eq!(
+        gold.len(),
+        12,
+        "M1's gold pairs: --gold-limit, not --train-limit 8"
+    );
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let settings = &manifest["settings"];
+    assert_eq!(
+        (
+            settings["train_limit"].as_u64(),
+            settings["gold_limit"].as_u64()
+        ),
+        (Some(8), Some(12)),
+        "{manifest}"
+    );
+    // Another gold limit on the same directory is refused by name.
+    let at = a.iter().position(|x| x == "12").unwrap();
+    a[at] = "16".into();
+    let out = Command::new(harness_bin()).args(&a).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gold_limit"), "{err}");
+}

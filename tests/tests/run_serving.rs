@@ -436,3 +436,83 @@ fn a_serve_hook_restarts_llama_server_on_each_rounds_gguf() {
     );
     drop(pidfile);
 }
+
+/// `harness ARGS` run from the repository's root, as the study's README runs it.
+fn harness_at_root(args: &[&str]) -> Output {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    std::process::Command::new(e2e_tests::harness_bin())
+        .args(args)
+        .current_dir(root)
+        .env_remove("HARNESS_DATA_DIR")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn dry_run_checks_the_study_config_against_a_server_and_runs_nothing() {
+    let model = default_model();
+    let (url, seen) = fake_vllm("mistral-7b".into(), Adapters::Work);
+    let config = "experiments/arith-smollm2/gsm8k-7b-vllm.toml";
+    let m0 = model.display().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("never-made");
+    let out_flag = out_dir.display().to_string();
+    let base = [
+        "run",
+        "--config",
+        config,
+        "--dry-run",
+        "--model",
+        &m0,
+        "--out",
+        &out_flag,
+    ];
+    let args: Vec<&str> = base.iter().copied().chain(["--base-url", &url]).collect();
+    let ok = harness_at_root(&args);
+    let stdout = assert_ok(&ok);
+    for line in [
+        "ok    settings  5 rounds of sft, dpo, sft-dpo on gsm8k, backend openai, trainer external",
+        "ok    data      1000 training questions (gsm8k:train), 1319 gsm8k:test, 1000 svamp:test, 500 math:math500",
+        "serves `mistral-7b`",
+        "ok    trainer   `python3 scripts/trl-train.py --bf16`",
+        "each model before round 5 samples the training questions 50000 times (x 50)",
+        "dry run: every check passed",
+    ] {
+        assert!(stdout.contains(line), "no `{line}` in:\n{stdout}");
+    }
+    // Asked only whether the server is up and serves M0: nothing sampled, nothing loaded.
+    let paths: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(
+        paths.iter().all(|p| p == "/health" || p == "/v1/models"),
+        "{paths:?}"
+    );
+    assert!(!out_dir.exists(), "a dry run wrote its run directory");
+
+    // A server that is down, M0 missing, a trainer script that is not there: each named.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = format!("http://{}/v1", closed.local_addr().unwrap());
+    drop(closed);
+    let bad: Vec<&str> = base
+        .iter()
+        .copied()
+        .map(|a| if a == m0 { "/nonexistent/M0" } else { a })
+        .chain(["--base-url", &down])
+        .chain(["--train-cmd", "python3 scripts/no-such-trainer.py"])
+        .collect();
+    let failed = harness_at_root(&bad);
+    assert!(!failed.status.success());
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    for line in [
+        "FAIL  M0        --model /nonexistent/M0: not found",
+        "FAIL  server    ",
+        "FAIL  trainer   --train-cmd: `scripts/no-such-trainer.py` not found",
+    ] {
+        assert!(stdout.contains(line), "no `{line}` in:\n{stdout}");
+    }
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("3 of 5 checks failed"));
+}

@@ -92,6 +92,8 @@ pub struct TrainSummary {
     pub eval_dpo_after: Option<DpoStats>,
     pub seconds: f64,
     pub tokens_per_second: f64,
+    /// What was written, relative to the output folder (the loop trains into
+    /// `model.partial/` and renames it, so full paths would name a folder that is gone).
     pub outputs: Vec<PathBuf>,
 }
 
@@ -346,29 +348,31 @@ fn export(job: &TrainJob, weights: &Weights, model: &Llama) -> Result<Vec<PathBu
         let Source::Gguf(source) = &weights.source else {
             bail!("a GGUF export needs a GGUF base model (its metadata and tokenizer are copied)");
         };
-        let path = job.out.join("model.gguf");
-        export_gguf(source, model.config(), merged, ty, &path)?;
-        outputs.push(path);
+        export_gguf(
+            source,
+            model.config(),
+            merged,
+            ty,
+            &job.out.join("model.gguf"),
+        )?;
+        outputs.push("model.gguf".into());
     }
     if let (true, Some(merged)) = (job.hf, &merged) {
-        let path = job.out.join("hf");
-        export_hf(model.config(), merged, &weights.source, &path)?;
-        outputs.push(path);
+        export_hf(model.config(), merged, &weights.source, &job.out.join("hf"))?;
+        outputs.push("hf".into());
     }
     if let Some(lora) = model.lora_tensors() {
-        let path = job.out.join("adapter");
         let base = match &job.base_model_name {
             Some(name) => name.clone(),
             None => job.model.display().to_string(),
         };
-        export_peft(&lora, &base, &path)?;
-        outputs.push(path);
+        export_peft(&lora, &base, &job.out.join("adapter"))?;
+        outputs.push("adapter".into());
         // Over a GGUF base, also as llama.cpp applies it at run time (embedded engine,
         // llama-server --lora).
         if let Source::Gguf(source) = &weights.source {
-            let path = job.out.join("adapter.gguf");
-            export_lora_gguf(source, model.config(), &lora, &path)?;
-            outputs.push(path);
+            export_lora_gguf(source, model.config(), &lora, &job.out.join("adapter.gguf"))?;
+            outputs.push("adapter.gguf".into());
         }
     }
     Ok(outputs)

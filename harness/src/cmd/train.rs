@@ -39,7 +39,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
     }
     for output in &summary.outputs {
-        println!("wrote {}", output.display());
+        println!("wrote {}", args.out.join(output).display());
     }
     Ok(())
 }

@@ -72,6 +72,9 @@ pub struct LoopSettings {
     pub m1: Option<PathBuf>,
     pub eval_base: bool,
     pub train_limit: usize,
+    /// Gold pairs of M1 when not --train-limit (absent in manifests of runs made before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gold_limit: Option<usize>,
     pub eval_limit: usize,
     pub ood_limit: usize,
     pub n_train: u32,

@@ -66,6 +66,12 @@ pub struct RunArgs {
     /// A TOML file of settings (keys are the long flag names); flags given here win.
     #[arg(long, value_name = "FILE.toml")]
     pub config: Option<PathBuf>,
+    /// Check what the run needs without running it: the settings, the data, M0 (and M1),
+    /// the server (up and serving M0, for --lora-hotload), the trainer command (syntax,
+    /// program, scripts), and print each round's samples and most new tokens. Exits
+    /// non-zero when a check fails; loads no model and writes nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Task to self-improve on: gsm8k, math, csqa, mbpp or arith.
     #[arg(long, default_value = "arith")]
     pub task: String,
@@ -99,6 +105,11 @@ pub struct RunArgs {
     /// through the training split so every level is covered (0: all).
     #[arg(long, default_value_t = 100)]
     pub train_limit: usize,
+    /// Gold pairs M1 is trained on, evenly spaced through the training split (0: all;
+    /// default: --train-limit). A larger gold set gives a stronger M1 while each round
+    /// samples only --train-limit questions.
+    #[arg(long)]
+    pub gold_limit: Option<usize>,
     /// Evaluation problems, evenly spaced through the evaluation split (0: all).
     #[arg(long, default_value_t = 20)]
     pub eval_limit: usize,

@@ -18,12 +18,14 @@
 //! - [`dir`]: the loop directory (what each step writes, so a stopped run continues) and its
 //!   typed manifest.
 //! - [`flags`]: `harness run`'s flags.
+//! - [`dry_run`]: `--dry-run`, what a run needs checked without running it.
 //!
 //! Rounds 0 and 1 are shared by the methods. Every step writes atomically and is skipped
 //! when its output exists, so the same command continues a stopped run and ends with the
 //! same files.
 
 pub mod dir;
+mod dry_run;
 pub mod flags;
 mod report;
 mod round;
@@ -51,6 +53,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     if (args.training.trainer == TrainerKind::External) != args.training.train_cmd.is_some() {
         bail!("--trainer external and --train-cmd CMD go together");
+    }
+    if args.dry_run {
+        return dry_run::dry_run(&args, args.model.as_ref().map(PathBuf::from));
     }
     let m0 = match (&args.model, args.backend) {
         (Some(path), _) => PathBuf::from(path),

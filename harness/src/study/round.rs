@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use benchmarks::training_data::{dpo_pairs, gold_sft, sft_from_samples};
 
-use super::flags::LoopMethod;
+use super::flags::{LoopMethod, RunArgs};
 use super::serve::{Checkpoint, Engine};
 use super::setup::{Loop, adapter_rounds};
 use crate::engine::backend_name;
@@ -22,31 +22,15 @@ impl Loop<'_> {
     /// M1: the given folder, or SFT of M0 on the gold pairs.
     pub(super) fn m1(&mut self, engine: &mut Engine) -> Result<PathBuf> {
         if let Some(dir) = &self.args.m1 {
-            let sampled = match adapter_rounds(self.args) {
-                true => "adapter.gguf",
-                false => "model.gguf",
-            };
-            if !dir.join(sampled).exists() {
-                bail!(
-                    "--m1 {}: no {sampled} in it (harness train writes adapter.gguf, the LoRA as \
-                     llama.cpp applies it, since the loop samples M0 with each round's adapter)",
-                    dir.display()
-                );
-            }
-            if !self.args.training.settings.full && !dir.join("adapter").exists() {
-                bail!(
-                    "--m1 {}: a LoRA loop continues M1's adapter, and this folder has no adapter/ \
-                     (give --full to continue a fully fine-tuned M1)",
-                    dir.display()
-                );
-            }
+            check_m1(self.args, dir)?;
             return Ok(dir.clone());
         }
         let round = self.dir.round(LoopMethod::Sft, 1);
         let data = round.join("gold.jsonl");
         if !data.exists() {
             std::fs::create_dir_all(&round)?;
-            let records = gold_sft(&self.train_problems, self.template, self.style);
+            let gold = self.gold_problems.as_ref().unwrap_or(&self.train_problems);
+            let records = gold_sft(gold, self.template, self.style);
             benchmarks::write_jsonl(&data, &records)?;
         }
         self.train(engine, (1, &round), &data, false, None)?;
@@ -201,6 +185,30 @@ impl Loop<'_> {
         };
         Settings::new(self.style, sampled, backend_name(a.backend))
     }
+}
+
+/// A given `--m1` folder holds what the loop samples and continues: adapter.gguf and the
+/// PEFT adapter/ (LoRA runs over the embedded engine), or model.gguf.
+pub(super) fn check_m1(args: &RunArgs, dir: &Path) -> Result<()> {
+    let sampled = match adapter_rounds(args) {
+        true => "adapter.gguf",
+        false => "model.gguf",
+    };
+    if !dir.join(sampled).exists() {
+        bail!(
+            "--m1 {}: no {sampled} in it (harness train writes adapter.gguf, the LoRA as \
+             llama.cpp applies it, since the loop samples M0 with each round's adapter)",
+            dir.display()
+        );
+    }
+    if !args.training.settings.full && !dir.join("adapter").exists() {
+        bail!(
+            "--m1 {}: a LoRA loop continues M1's adapter, and this folder has no adapter/ \
+             (give --full to continue a fully fine-tuned M1)",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// M_t = M_{t-1}: the previous model folder's files, hard-linked where possible.

@@ -283,7 +283,7 @@ impl<'a> Engine<'a> {
 
 /// The identity of M0 in the manifest: the GGUF's short sha256 for the embedded engine
 /// (through a loaded backend), the served name for a server.
-fn served_m0(args: &RunArgs, m0: &Path) -> String {
+pub(super) fn served_m0(args: &RunArgs, m0: &Path) -> String {
     args.serving
         .served_model
         .clone()

@@ -24,8 +24,10 @@ pub(super) struct Loop<'a> {
     pub(super) style: PromptStyle,
     pub(super) m0: PathBuf,
     pub(super) train_problems: Vec<Problem>,
+    /// M1's gold questions when --gold-limit differs from --train-limit.
+    pub(super) gold_problems: Option<Vec<Problem>>,
     /// The evaluation split first, then the OOD sets, with their problems.
-    pub(super) eval_sets: Vec<(EvalSet, &'static Task, &'static Template, Vec<Problem>)>,
+    pub(super) eval_sets: Vec<EvalProblems>,
     pub(super) sandbox: Option<Sandbox>,
     pub(super) phases: Phases,
     /// Each method's latest measures, for the comparisons between methods.
@@ -39,31 +41,16 @@ impl<'a> Loop<'a> {
         model_id: String,
         out: PathBuf,
     ) -> Result<Self> {
-        let task = benchmarks::task(&args.task)?;
-        let train_split = task
-            .train_split
-            .with_context(|| format!("task {} has no training split", task.name))?;
-        let source = args.data.source();
-        let template = benchmarks::prompt::template(task.template)?;
-        let train_problems = evenly_spaced(
-            task.load(train_split, &source, args.data.seed)?,
-            args.train_limit,
-        );
-        let eval = EvalSet {
-            task: task.name.into(),
-            split: task.eval_split.into(),
-            max_tokens: args.max_tokens.unwrap_or(task.max_tokens),
-        };
-        let ood = ood_sets(task, &args.ood, args.max_tokens)?;
-        let mut eval_sets = Vec::new();
-        for (set, limit) in
-            std::iter::once((&eval, args.eval_limit)).chain(ood.iter().map(|s| (s, args.ood_limit)))
-        {
-            let t = benchmarks::task(&set.task)?;
-            let problems = evenly_spaced(t.load(&set.split, &source, args.data.seed)?, limit);
-            let tpl = benchmarks::prompt::template(t.template)?;
-            eval_sets.push((set.clone(), t, tpl, problems));
-        }
+        let Problems {
+            task,
+            template,
+            train_split,
+            train: train_problems,
+            gold: gold_problems,
+            eval_sets,
+        } = Problems::load(args)?;
+        let eval = eval_sets[0].0.clone();
+        let ood = eval_sets[1..].iter().map(|(set, ..)| set.clone()).collect();
         let settings = loop_settings(args, task, train_split, (eval, ood), (model_id, &m0));
         let dir = LoopDir::open(&out, &settings)?;
         report_settings(args).record(dir.root())?;
@@ -83,6 +70,7 @@ impl<'a> Loop<'a> {
             style: args.style.into(),
             m0,
             train_problems,
+            gold_problems,
             eval_sets,
             sandbox,
             phases: Phases::default(),
@@ -99,8 +87,66 @@ impl<'a> Loop<'a> {
     }
 }
 
+/// An evaluation set with its task, prompt template and problems.
+pub(super) type EvalProblems = (EvalSet, &'static Task, &'static Template, Vec<Problem>);
+
+/// The problems a loop asks, loaded from the flags: the training questions, M1's gold
+/// questions and each evaluation set's problems.
+pub(super) struct Problems {
+    pub(super) task: &'static Task,
+    pub(super) template: &'static Template,
+    pub(super) train_split: &'static str,
+    pub(super) train: Vec<Problem>,
+    /// M1's gold questions when --gold-limit differs from --train-limit.
+    pub(super) gold: Option<Vec<Problem>>,
+    /// The evaluation split first, then the OOD sets.
+    pub(super) eval_sets: Vec<EvalProblems>,
+}
+
+impl Problems {
+    pub(super) fn load(args: &RunArgs) -> Result<Self> {
+        let task = benchmarks::task(&args.task)?;
+        let train_split = task
+            .train_split
+            .with_context(|| format!("task {} has no training split", task.name))?;
+        let source = args.data.source();
+        let template = benchmarks::prompt::template(task.template)?;
+        let train_split_problems = task.load(train_split, &source, args.data.seed)?;
+        let gold = match args.gold_limit {
+            Some(limit) if limit != args.train_limit => {
+                Some(evenly_spaced(train_split_problems.clone(), limit))
+            }
+            _ => None,
+        };
+        let train = evenly_spaced(train_split_problems, args.train_limit);
+        let eval = EvalSet {
+            task: task.name.into(),
+            split: task.eval_split.into(),
+            max_tokens: args.max_tokens.unwrap_or(task.max_tokens),
+        };
+        let ood = ood_sets(task, &args.ood, args.max_tokens)?;
+        let mut eval_sets = Vec::new();
+        for (set, limit) in std::iter::once((eval, args.eval_limit))
+            .chain(ood.into_iter().map(|s| (s, args.ood_limit)))
+        {
+            let t = benchmarks::task(&set.task)?;
+            let problems = evenly_spaced(t.load(&set.split, &source, args.data.seed)?, limit);
+            let tpl = benchmarks::prompt::template(t.template)?;
+            eval_sets.push((set, t, tpl, problems));
+        }
+        Ok(Problems {
+            task,
+            template,
+            train_split,
+            train,
+            gold,
+            eval_sets,
+        })
+    }
+}
+
 /// What the manifest records: every setting that decides the loop's numbers.
-fn loop_settings(
+pub(super) fn loop_settings(
     args: &RunArgs,
     task: &Task,
     train_split: &str,
@@ -121,6 +167,7 @@ fn loop_settings(
         m1: args.m1.clone(),
         eval_base: args.eval_base,
         train_limit: args.train_limit,
+        gold_limit: args.gold_limit.filter(|&limit| limit != args.train_limit),
         eval_limit: args.eval_limit,
         ood_limit: args.ood_limit,
         n_train: args.n_train,

@@ -134,7 +134,27 @@ pub fn print(
             100.0 * p,
             100.0 * detectable
         );
+        if detectable > SMOKE_CHANGE {
+            println!(
+                "  SMOKE RUN: {} problems cannot show a {:.0}-point change of pass@1 (at M1's {:.1}% that takes about {} problems); read this table as a check that the loop runs, not as a result (experiments/arith-smollm2/ is a run sized to answer).",
+                m1.n_problems,
+                100.0 * SMOKE_CHANGE,
+                100.0 * p,
+                problems_for_change(p, SMOKE_CHANGE)
+            );
+        }
     }
+}
+
+/// The change of greedy pass@1 a run must be able to detect to be read as a result rather
+/// than a smoke run (the size the study's issue asks for).
+const SMOKE_CHANGE: f64 = 0.10;
+
+/// The fewest problems on which `change` is detectable around a share `p`.
+fn problems_for_change(p: f64, change: f64) -> usize {
+    (1..100_000)
+        .find(|&n| results::stats::detectable_change(p, n).is_some_and(|d| d <= change))
+        .unwrap_or(100_000)
 }
 
 /// The round's widest group disparity: the evaluation task's across its splits (arith's
@@ -165,6 +185,15 @@ mod tests {
             ci_high: None,
             n_problems: 10,
         }
+    }
+
+    #[test]
+    fn a_ten_point_change_takes_about_two_hundred_problems_at_one_half() {
+        assert_eq!(problems_for_change(0.5, 0.10), 197);
+        assert_eq!(problems_for_change(0.3, 0.10), 165);
+        let just_enough = results::stats::detectable_change(0.5, 197).unwrap();
+        let one_short = results::stats::detectable_change(0.5, 196).unwrap();
+        assert!(just_enough <= 0.10 && one_short > 0.10);
     }
 
     #[test]
