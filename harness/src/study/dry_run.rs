@@ -229,13 +229,11 @@ fn cwd() -> String {
 /// The models the run samples and trains, and each one's samples and most new tokens.
 fn print_plan(args: &RunArgs, p: &Problems, m0: Option<&Path>) {
     let model_id = m0.map_or_else(String::new, |m| m.display().to_string());
-    let eval = p.eval_sets[0].0.clone();
-    let ood = p.eval_sets[1..].iter().map(|(s, ..)| s.clone()).collect();
     let settings = loop_settings(
         args,
         p.task,
         p.train_split,
-        (eval, ood),
+        Problems::split_sets(&p.eval_sets),
         (model_id, m0.unwrap_or(Path::new(""))),
     );
     // The most new tokens of one greedy-or-sampled pass over every evaluation set.

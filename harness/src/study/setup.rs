@@ -49,8 +49,7 @@ impl<'a> Loop<'a> {
             gold: gold_problems,
             eval_sets,
         } = Problems::load(args)?;
-        let eval = eval_sets[0].0.clone();
-        let ood = eval_sets[1..].iter().map(|(set, ..)| set.clone()).collect();
+        let (eval, ood) = Problems::split_sets(&eval_sets);
         let settings = loop_settings(args, task, train_split, (eval, ood), (model_id, &m0));
         let dir = LoopDir::open(&out, &settings)?;
         report_settings(args).record(dir.root())?;
@@ -112,12 +111,7 @@ impl Problems {
         let source = args.data.source();
         let template = benchmarks::prompt::template(task.template)?;
         let train_split_problems = task.load(train_split, &source, args.data.seed)?;
-        let gold = match args.gold_limit {
-            Some(limit) if limit != args.train_limit => {
-                Some(evenly_spaced(train_split_problems.clone(), limit))
-            }
-            _ => None,
-        };
+        let gold = gold_limit(args).map(|limit| evenly_spaced(train_split_problems.clone(), limit));
         let train = evenly_spaced(train_split_problems, args.train_limit);
         let eval = EvalSet {
             task: task.name.into(),
@@ -145,6 +139,19 @@ impl Problems {
     }
 }
 
+impl Problems {
+    /// The evaluation split's set and the OOD sets, as the manifest records them.
+    pub(super) fn split_sets(eval_sets: &[EvalProblems]) -> (EvalSet, Vec<EvalSet>) {
+        let ood = eval_sets[1..].iter().map(|(set, ..)| set.clone()).collect();
+        (eval_sets[0].0.clone(), ood)
+    }
+}
+
+/// --gold-limit when it differs from --train-limit (M1's gold questions are then their own).
+fn gold_limit(args: &RunArgs) -> Option<usize> {
+    args.gold_limit.filter(|&limit| limit != args.train_limit)
+}
+
 /// What the manifest records: every setting that decides the loop's numbers.
 pub(super) fn loop_settings(
     args: &RunArgs,
@@ -167,7 +174,7 @@ pub(super) fn loop_settings(
         m1: args.m1.clone(),
         eval_base: args.eval_base,
         train_limit: args.train_limit,
-        gold_limit: args.gold_limit.filter(|&limit| limit != args.train_limit),
+        gold_limit: gold_limit(args),
         eval_limit: args.eval_limit,
         ood_limit: args.ood_limit,
         n_train: args.n_train,
