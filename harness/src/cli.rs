@@ -266,15 +266,17 @@ pub struct TrainArgs {
     #[arg(long, value_name = "GGUF|DIR")]
     pub tokenizer: Option<PathBuf>,
     /// LoRA: start the adapters from this PEFT adapter folder (a previous round's
-    /// `adapter/`) instead of a fresh initialisation; --model stays the frozen base. DPO's
-    /// reference is then base + this adapter unless --ref is given.
-    #[arg(long, value_name = "DIR", conflicts_with = "full")]
+    /// `adapter/`) or llama.cpp adapter GGUF (its `adapter.gguf`, over a GGUF --model)
+    /// instead of a fresh initialisation; --model stays the frozen base. DPO's reference is
+    /// then base + this adapter unless --ref is given.
+    #[arg(long, value_name = "DIR|ADAPTER.gguf", conflicts_with = "full")]
     pub continue_adapter: Option<PathBuf>,
     /// SFT: also measure the mean loss over all the training data before and after training
     /// (one forward pass over the data each time).
     #[arg(long)]
     pub loss_on_training_data: bool,
-    /// Output folder (model.gguf, adapter/, hf/, train_log.jsonl, train_summary.json).
+    /// Output folder (model.gguf, adapter.gguf, adapter/, hf/, train_log.jsonl,
+    /// train_summary.json).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     #[command(flatten)]

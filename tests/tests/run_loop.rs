@@ -83,14 +83,10 @@ fn check_directory(dir: &Path) {
         assert!(g["completion"].as_str().unwrap().contains("####"), "{g}");
         assert!(g["prompt"].is_array(), "chat prompt: {g}");
     }
-    let adapter: Value = serde_json::from_str(
-        &std::fs::read_to_string(r1.join("model/adapter/adapter_config.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        adapter["base_model_name_or_path"],
-        default_model().display().to_string(),
-        "the adapter is relative to M0"
+    assert_f16_adapter(&r1.join("model/adapter.gguf"));
+    assert!(
+        !r1.join("model/adapter").exists(),
+        "no PEFT adapter/ when the embedded engine samples the rounds (--export-peft)"
     );
     for file in ["eval/arith.test.jsonl", "eval/arith.ood.jsonl"] {
         let samples = read_jsonl(&r1.join(file));
@@ -179,11 +175,7 @@ fn check_directory(dir: &Path) {
             !round.join("model/model.gguf").exists(),
             "{method}: a LoRA round is sampled as M0 + its adapter; no merged model"
         );
-        assert!(
-            round
-                .join("model/adapter/adapter_model.safetensors")
-                .exists()
-        );
+        assert!(!round.join("model/adapter").exists(), "{method}: no PEFT");
         assert!(
             !round.join("train_samples.jsonl").exists(),
             "no sampling after the last round"
@@ -219,6 +211,18 @@ fn check_directory(dir: &Path) {
             metrics.contains(",test+ood,") && metrics.contains("group_disparity"),
             "group disparity across test and ood: {method}"
         );
+    }
+}
+
+/// A llama.cpp LoRA GGUF (the loop's default) holds f16 tensors, the rank-4 adapter of
+/// every projection of the 30 layers.
+fn assert_f16_adapter(path: &Path) {
+    use candle_core::quantized::{GgmlDType, gguf_file};
+    let mut file = std::fs::File::open(path).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    assert_eq!(content.tensor_infos.len(), 30 * 7 * 2, "{}", path.display());
+    for (name, info) in &content.tensor_infos {
+        assert_eq!(info.ggml_dtype, GgmlDType::F16, "{name}");
     }
 }
 
@@ -271,7 +275,8 @@ set -- train --method "$HARNESS_METHOD" --data "$HARNESS_DATA" --model "$HARNESS
   --lora-targets "$HARNESS_LORA_TARGETS" --beta "$HARNESS_BETA" \
   --label-smoothing "$HARNESS_LABEL_SMOOTHING" --nll-weight "$HARNESS_NLL_WEIGHT" \
   --gguf-type "$HARNESS_GGUF_TYPE"
-if [ -n "$HARNESS_INIT_ADAPTER" ]; then set -- "$@" --continue-adapter "$HARNESS_INIT_ADAPTER"; fi
+# The built-in trainer continues the adapter the engine sampled, adapter.gguf beside adapter/.
+if [ -n "$HARNESS_INIT_ADAPTER" ]; then set -- "$@" --continue-adapter "$HARNESS_INIT_ADAPTER.gguf"; fi
 if [ -n "$HARNESS_REFERENCE" ]; then set -- "$@" --ref "$HARNESS_REFERENCE"; fi
 exec "$HARNESS_BIN" "$@"
 "#;
@@ -316,15 +321,24 @@ fn an_external_trainer_trains_the_same_models(builtin: &Path) {
         "{log}"
     );
     assert!(external.join("dpo/round-2/train.log").exists());
+    // An external trainer's round keeps its PEFT adapter (what TRL continues), made over M0.
+    let adapter: Value = serde_json::from_str(
+        &std::fs::read_to_string(external.join("round-1/model/adapter/adapter_config.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        adapter["base_model_name_or_path"],
+        default_model().display().to_string(),
+        "the adapter is relative to M0"
+    );
     let data = std::fs::read_to_string(external.join("dpo/round-2/data.jsonl")).unwrap();
     assert!(data.contains("\"chosen\""), "round 2 trained DPO on pairs");
     // `harness train` given the HARNESS_* settings trains what the built-in trainer trained,
     // byte for byte: the variables carry every setting, the start model and the adapter.
     for file in [
         "round-1/model/adapter.gguf",
-        "round-1/model/adapter/adapter_model.safetensors",
         "dpo/round-2/model/adapter.gguf",
-        "dpo/round-2/model/adapter/adapter_model.safetensors",
         "dpo/round-2/eval/arith.test.jsonl",
     ] {
         let read = |dir: &Path| std::fs::read(dir.join(file)).unwrap();
@@ -372,7 +386,7 @@ fn two_rounds_of_each_method_and_a_killed_run_ends_the_same() {
         ),
         (
             "exporting an SFT round",
-            Box::new(|| cut.join("sft/round-2/model.partial/adapter").exists()),
+            Box::new(|| cut.join("sft/round-2/model.partial/adapter.gguf").exists()),
         ),
         (
             "sampling round 2",

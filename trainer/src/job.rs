@@ -4,7 +4,9 @@
 //! Output folder:
 //! - `model.gguf`: merged weights for the llama.cpp backend (when the base is a GGUF, or when
 //!   asked), written after every epoch;
-//! - `adapter/`: PEFT LoRA adapter (LoRA runs), for vLLM's `/v1/load_lora_adapter`;
+//! - `adapter.gguf`: the LoRA adapter as llama.cpp applies it over a GGUF base (LoRA runs);
+//! - `adapter/`: PEFT LoRA adapter (LoRA runs, when asked or over a Hugging Face base), for
+//!   vLLM's `/v1/load_lora_adapter`, PEFT and TRL;
 //! - `hf/`: merged Hugging Face safetensors (when asked);
 //! - `train_log.jsonl`: one line per optimizer step; `train_summary.json`: the settings and
 //!   before/after figures.
@@ -21,6 +23,7 @@ use serde::Serialize;
 use crate::batch::Sequence;
 use crate::checkpoint::{
     GgufType, Source, Weights, export_gguf, export_hf, export_lora_gguf, export_peft,
+    read_lora_gguf, read_peft,
 };
 use crate::data::{read_preferences, read_sft};
 use crate::model::{Llama, Tuning};
@@ -51,9 +54,10 @@ pub struct TrainJob {
     /// (default: `model`; a folder needs its tokenizer.json).
     pub tokenizer: Option<PathBuf>,
     pub tuning: Tuning,
-    /// A PEFT adapter folder the LoRA adapters start from instead of a fresh initialisation
-    /// (self-improvement rounds: `A_{t+1}` continues `A_t` over the frozen base `model`).
-    /// Without `reference`, DPO's reference is then `model + adapter`.
+    /// The LoRA adapter training starts from instead of a fresh initialisation
+    /// (self-improvement rounds: `A_{t+1}` continues `A_t` over the frozen base `model`): a
+    /// PEFT folder, or a llama.cpp adapter `.gguf` over a GGUF `model` (what the embedded
+    /// engine sampled). Without `reference`, DPO's reference is then `model + adapter`.
     pub continue_adapter: Option<PathBuf>,
     /// `base_model_name_or_path` written into the exported adapter (default: `model`'s path).
     pub base_model_name: Option<String>,
@@ -68,6 +72,12 @@ pub struct TrainJob {
     pub gguf: Option<GgufType>,
     /// Also write merged Hugging Face safetensors.
     pub hf: bool,
+    /// LoRA: write the PEFT adapter folder `adapter/` (what vLLM, PEFT and TRL read). Over a
+    /// Hugging Face base it is written either way (the adapter's only form there).
+    pub peft: bool,
+    /// LoRA over a GGUF base: tensor type of `adapter.gguf`, the adapter as llama.cpp applies
+    /// it.
+    pub adapter_type: GgufType,
     pub device: Device,
     pub dtype: DType,
 }
@@ -144,12 +154,15 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
         );
     }
     let model = Llama::new(&weights, &trained_tuning(job), job.params.seed)?;
-    if let Some(dir) = &job.continue_adapter {
+    if let Some(path) = &job.continue_adapter {
         progress(Progress::Phase("loading the adapter to continue"));
-        let adapter = crate::checkpoint::read_peft(dir, job.dtype, &job.device)?;
+        let adapter = match is_gguf(path) {
+            true => read_lora_gguf(path, &weights, job.dtype, &job.device)?,
+            false => read_peft(path, job.dtype, &job.device)?,
+        };
         model
             .load_adapter(&adapter)
-            .with_context(|| format!("adapter {}", dir.display()))?;
+            .with_context(|| format!("adapter {}", path.display()))?;
     }
     let trainable_parameters = model
         .trainable()
@@ -366,12 +379,19 @@ fn export(job: &TrainJob, weights: &Weights, model: &Llama) -> Result<Vec<PathBu
             Some(name) => name.clone(),
             None => job.model.display().to_string(),
         };
-        export_peft(&lora, &base, &job.out.join("adapter"))?;
-        outputs.push("adapter".into());
-        // Over a GGUF base, also as llama.cpp applies it at run time (embedded engine,
+        let gguf_base = match &weights.source {
+            Source::Gguf(source) => Some(source),
+            _ => None,
+        };
+        if job.peft || gguf_base.is_none() {
+            export_peft(&lora, &base, &job.out.join("adapter"))?;
+            outputs.push("adapter".into());
+        }
+        // Over a GGUF base, as llama.cpp applies it at run time (embedded engine,
         // llama-server --lora).
-        if let Source::Gguf(source) = &weights.source {
-            export_lora_gguf(source, model.config(), &lora, &job.out.join("adapter.gguf"))?;
+        if let Some(source) = gguf_base {
+            let out = job.out.join("adapter.gguf");
+            export_lora_gguf(source, model.config(), &lora, job.adapter_type, &out)?;
             outputs.push("adapter.gguf".into());
         }
     }

@@ -470,7 +470,8 @@ impl Llama {
         let Some(lc) = &self.lora_config else {
             bail!("an adapter to continue needs LoRA tuning");
         };
-        if adapter.rank != lc.rank || adapter.alpha != lc.alpha {
+        // Alpha as f32: a llama.cpp adapter GGUF stores it so.
+        if adapter.rank != lc.rank || adapter.alpha as f32 != lc.alpha as f32 {
             bail!(
                 "the adapter has rank {} and alpha {}, the settings rank {} and alpha {}",
                 adapter.rank,

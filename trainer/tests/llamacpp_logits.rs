@@ -7,7 +7,9 @@ use anyhow::Result;
 use backends::llamacpp::{Tokenizer, position_logits};
 use backends::{ChatMessage, Prompt};
 use candle_core::{DType, Device, IndexOp, Tensor};
-use trainer::checkpoint::{GgufType, Source, Weights, export_gguf, export_lora_gguf};
+use trainer::checkpoint::{
+    GgufType, LoraTensors, Source, Weights, export_gguf, export_lora_gguf, read_lora_gguf,
+};
 use trainer::{Llama, LoraConfig, Tuning};
 
 /// Largest absolute logit difference allowed. llama.cpp computes in f32 with its own
@@ -88,9 +90,11 @@ fn logits_match_llama_cpp_on_smollm2() -> Result<()> {
 }
 
 /// A LoRA on every projection, with B drawn at random so that the update matters, written as
-/// a llama.cpp adapter GGUF: llama.cpp applies it over the f32 base and its logits match the
-/// trainer's forward pass with the adapter (q/k rows in llama.cpp's rotary order, alpha / r
-/// scaling), while moving the logits far from the base's.
+/// a llama.cpp adapter GGUF in f32 and in f16: llama.cpp applies each over the f32 base, and
+/// its logits match the trainer's forward pass with the adapter read back from that file
+/// (q/k rows back from llama.cpp's rotary order, alpha / r scaling), which is the adapter a
+/// loop round continues; the f32 file reads back exactly, and the adapter moves the logits
+/// far from the base's.
 #[test]
 fn lora_adapter_gguf_matches_the_trainer_in_llama_cpp() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -104,7 +108,7 @@ fn lora_adapter_gguf_matches_the_trainer_in_llama_cpp() -> Result<()> {
         dropout: 0.0,
         target_modules: vec!["all-linear".into()],
     };
-    let llama = Llama::new(&weights, &Tuning::Lora(lora), 7)?;
+    let llama = Llama::new(&weights, &Tuning::Lora(lora.clone()), 7)?;
     let names: Vec<String> = llama
         .trainable()
         .iter()
@@ -121,28 +125,74 @@ fn lora_adapter_gguf_matches_the_trainer_in_llama_cpp() -> Result<()> {
             .unwrap();
         llama.set_trainable(name, &Tensor::randn(0f32, 0.02, shape, &Device::Cpu)?)?;
     }
-    let adapter = dir.path().join("adapter.gguf");
     let tensors = llama.lora_tensors().expect("a LoRA model");
-    export_lora_gguf(source, &weights.config, &tensors, &adapter)?;
-
+    let error = read_lora_gguf(&f32_gguf, &weights, DType::F32, &Device::Cpu)
+        .err()
+        .expect("a model is not an adapter")
+        .to_string();
+    assert!(error.contains("not a LoRA adapter GGUF"), "{error}");
     let base = position_logits(&f32_gguf, None, &tokens, 2)?;
-    let adapted = position_logits(&f32_gguf, Some(&adapter), &tokens, 2)?;
-    let moved = base
-        .iter()
-        .flatten()
-        .zip(adapted.iter().flatten())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    let worst = worst_difference(&llama, &tokens, &adapted)?;
+    let mut adapted_by_type = Vec::new();
+    for ty in [GgufType::F32, GgufType::F16] {
+        let adapter = dir.path().join(format!("adapter-{ty:?}.gguf"));
+        export_lora_gguf(source, &weights.config, &tensors, ty, &adapter)?;
+        let back = read_lora_gguf(&adapter, &weights, DType::F32, &Device::Cpu)?;
+        assert_eq!((back.rank, back.alpha), (8, 16.0));
+        let written = largest_change(&tensors, &back)?;
+        match ty {
+            GgufType::F32 => assert_eq!(written, 0.0, "f32 reads back exactly"),
+            // f16 keeps 11 significant bits; the tensors are below 4 in magnitude.
+            _ => assert!(written > 0.0 && written < 4.0 / 2048.0, "{ty:?}: {written}"),
+        }
+        let continued = Llama::new(&weights, &Tuning::Lora(lora.clone()), 0)?;
+        continued.load_adapter(&back)?;
+        let adapted = position_logits(&f32_gguf, Some(&adapter), &tokens, 2)?;
+        let moved = largest_difference(&base, &adapted);
+        let worst = worst_difference(&continued, &tokens, &adapted)?;
+        eprintln!(
+            "{ty:?}: {} positions: the adapter moves llama.cpp's logits by up to {moved}; \
+             largest |logit difference| to the trainer with the adapter read back {worst}; \
+             largest |tensor change| on the way {written}",
+            adapted.len()
+        );
+        assert!(
+            moved > 1.0,
+            "the adapter barely changes the logits: {moved}"
+        );
+        assert!(
+            worst < TOLERANCE,
+            "{ty:?}: largest logit difference {worst}"
+        );
+        adapted_by_type.push(adapted);
+    }
     eprintln!(
-        "{} positions: the adapter moves llama.cpp's logits by up to {moved}; largest |logit \
-         difference| to the trainer {worst}",
-        adapted.len()
+        "f16 against f32 adapter in llama.cpp: largest |logit difference| {}",
+        largest_difference(&adapted_by_type[0], &adapted_by_type[1])
     );
-    assert!(
-        moved > 1.0,
-        "the adapter barely changes the logits: {moved}"
-    );
-    assert!(worst < TOLERANCE, "largest logit difference {worst}");
     Ok(())
+}
+
+fn largest_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+/// The largest |difference| between two adapters' tensors, which must cover the same modules.
+fn largest_change(a: &LoraTensors, b: &LoraTensors) -> Result<f32> {
+    assert_eq!(
+        a.modules.keys().collect::<Vec<_>>(),
+        b.modules.keys().collect::<Vec<_>>()
+    );
+    let mut worst = 0f32;
+    for (module, (a1, b1)) in &a.modules {
+        let (a2, b2) = &b.modules[module];
+        for (x, y) in [(a1, a2), (b1, b2)] {
+            let diff = (x - y)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            worst = worst.max(diff);
+        }
+    }
+    Ok(worst)
 }

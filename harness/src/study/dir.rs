@@ -4,8 +4,9 @@
 //! DIR/manifest.json            settings, seeds, model identity (LoopManifest)
 //! DIR/round-0/eval/*.jsonl     M0's evaluation (--eval-base)
 //! DIR/round-1/gold.jsonl       M1's training data (the gold pairs)
-//! DIR/round-1/model/           M1: adapter.gguf and adapter/ (LoRA; model.gguf with
-//!                              --export-merged) or model.gguf (full), train_log.jsonl,
+//! DIR/round-1/model/           M1: adapter.gguf (LoRA; adapter/ with a server, an external
+//!                              trainer or --export-peft; model.gguf with --export-merged)
+//!                              or model.gguf (full), train_log.jsonl,
 //!                              train_summary.json
 //! DIR/round-1/eval/*.jsonl     M1's evaluation, one file per task and split
 //! DIR/round-1/train_samples.jsonl   M1's samples on the training questions
@@ -31,7 +32,7 @@ use serde_json::Value;
 
 use super::flags::{DpoReference, LoopMethod, LoopTrainArgs, TrainerKind};
 use crate::run_dir::{read_manifest, refuse_other_settings, write_atomic};
-use crate::training::ExportType;
+use crate::training::{AdapterType, ExportType};
 
 /// An evaluation set: a task's split.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +127,9 @@ pub struct TrainingSettings {
     pub label_smoothing: f64,
     pub nll_weight: f64,
     pub gguf_type: Option<ExportType>,
+    /// adapter.gguf's tensor type (f32 in runs made before it was a setting).
+    #[serde(default = "AdapterType::before_it_was_a_setting")]
+    pub adapter_type: AdapterType,
 }
 
 impl From<&LoopTrainArgs> for TrainingSettings {
@@ -154,6 +158,7 @@ impl From<&LoopTrainArgs> for TrainingSettings {
             label_smoothing: s.label_smoothing,
             nll_weight: s.nll_weight,
             gguf_type: t.gguf_type,
+            adapter_type: s.adapter_type,
         }
     }
 }

@@ -270,4 +270,9 @@ pub struct LoopTrainArgs {
     /// samples M0 with the round's adapter.gguf applied either way.
     #[arg(long)]
     pub export_merged: bool,
+    /// Also write each LoRA round's PEFT adapter/ (for vLLM, PEFT, TRL) when the embedded
+    /// engine samples the round; a server backend or --trainer external gets it either way.
+    /// The next round continues the adapter the engine sampled (adapter.gguf) regardless.
+    #[arg(long)]
+    pub export_peft: bool,
 }

@@ -187,8 +187,9 @@ impl Loop<'_> {
     }
 }
 
-/// A given `--m1` folder holds what the loop samples and continues: adapter.gguf and the
-/// PEFT adapter/ (LoRA runs over the embedded engine), or model.gguf.
+/// A given `--m1` folder holds what the loop samples and continues: adapter.gguf (LoRA runs
+/// over the embedded engine), model.gguf, and the PEFT adapter/ where a server or an external
+/// trainer reads it.
 pub(super) fn check_m1(args: &RunArgs, dir: &Path) -> Result<()> {
     let sampled = match adapter_rounds(args) {
         true => "adapter.gguf",
@@ -201,10 +202,12 @@ pub(super) fn check_m1(args: &RunArgs, dir: &Path) -> Result<()> {
             dir.display()
         );
     }
-    if !args.training.settings.full && !dir.join("adapter").exists() {
+    let peft_read = !adapter_rounds(args) || args.training.train_cmd.is_some();
+    if !args.training.settings.full && peft_read && !dir.join("adapter").exists() {
         bail!(
-            "--m1 {}: a LoRA loop continues M1's adapter, and this folder has no adapter/ \
-             (give --full to continue a fully fine-tuned M1)",
+            "--m1 {}: this loop reads M1's PEFT adapter (a server samples it, an external \
+             trainer continues it), and this folder has no adapter/ (give --full to continue a \
+             fully fine-tuned M1)",
             dir.display()
         );
     }

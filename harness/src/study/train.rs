@@ -43,6 +43,8 @@ impl Loop<'_> {
             (true, DpoReference::M0) => Some(self.m0.clone()),
         };
         let export_whole = number == 1 && self.args.dpo_ref == DpoReference::M1;
+        let embedded = adapter_rounds(self.args);
+        let forms = AdapterForms::of(self.args);
         let job = RoundJob {
             round: number,
             data,
@@ -51,7 +53,9 @@ impl Loop<'_> {
             previous,
             reference,
             export_whole,
-            merged: !adapter_rounds(self.args) || self.args.training.export_merged || export_whole,
+            merged: !embedded || self.args.training.export_merged || export_whole,
+            peft: forms.peft,
+            continue_sampled: forms.continue_sampled,
             out: &partial,
         };
         let label = format!(
@@ -78,8 +82,9 @@ impl Loop<'_> {
                 )?;
                 // A trainer outside writes PEFT's format; the engine applies llama.cpp's.
                 let adapter_gguf = partial.join("adapter.gguf");
-                if adapter_rounds(self.args) && !adapter_gguf.exists() {
-                    peft_to_lora_gguf(&self.m0, &partial.join("adapter"), &adapter_gguf)?;
+                if embedded && !adapter_gguf.exists() {
+                    let ty = self.args.training.settings.adapter_type.gguf_type();
+                    peft_to_lora_gguf(&self.m0, &partial.join("adapter"), ty, &adapter_gguf)?;
                 }
             }
             None => {
@@ -107,6 +112,28 @@ impl Loop<'_> {
     }
 }
 
+/// The forms a LoRA round's adapter takes in the loop.
+#[derive(Debug, PartialEq)]
+struct AdapterForms {
+    /// PEFT's adapter/ is written by the built-in trainer: a server loads it (or a hook may
+    /// serve it), or --export-peft asks for it. (An external trainer writes it itself.)
+    peft: bool,
+    /// The next round continues adapter.gguf, the form the embedded engine sampled (f16 by
+    /// default), not adapter/: the built-in trainer over the embedded engine. An external
+    /// trainer continues adapter/, the form it reads.
+    continue_sampled: bool,
+}
+
+impl AdapterForms {
+    fn of(args: &super::flags::RunArgs) -> Self {
+        let embedded = adapter_rounds(args);
+        AdapterForms {
+            peft: !embedded || args.training.export_peft,
+            continue_sampled: embedded && args.training.train_cmd.is_none(),
+        }
+    }
+}
+
 /// One round's training: what it starts from and where it writes.
 struct RoundJob<'a> {
     /// The round of the model being trained (1: M1).
@@ -128,6 +155,12 @@ struct RoundJob<'a> {
     /// Write the merged model.gguf (M0 a GGUF): every round but the embedded engine's LoRA
     /// rounds (sampled as M0 + adapter.gguf), unless --export-merged or M1 as DPO's reference.
     pub merged: bool,
+    /// LoRA: write PEFT's adapter/ (a server loads it; --export-peft).
+    pub peft: bool,
+    /// LoRA: continue the previous round's adapter.gguf, the adapter the embedded engine
+    /// sampled (f16 by default), rather than its PEFT adapter/ (what a server sampled and an
+    /// external trainer reads).
+    pub continue_sampled: bool,
     /// The folder to write (created by the trainer).
     pub out: &'a Path,
 }
@@ -153,7 +186,13 @@ impl RoundJob<'_> {
     /// The weights training starts from, and the LoRA adapter it continues.
     fn start(&self, lora: bool) -> (PathBuf, Option<PathBuf>) {
         match (lora, self.previous) {
-            (true, Some(prev)) => (self.m0.to_path_buf(), Some(prev.join("adapter"))),
+            (true, Some(prev)) => {
+                let adapter = match self.continue_sampled {
+                    true => prev.join("adapter.gguf"),
+                    false => prev.join("adapter"),
+                };
+                (self.m0.to_path_buf(), Some(adapter))
+            }
             // M0 given as a Hugging Face folder: each round continues from the previous hf/.
             (false, Some(prev)) if self.m0.is_dir() => (prev.join("hf"), None),
             (false, Some(prev)) => (prev.join("model.gguf"), None),
@@ -207,6 +246,7 @@ fn candle_job(t: &LoopTrainArgs, job: &RoundJob) -> Result<TrainJob> {
     train.base_model_name = Some(job.m0.display().to_string());
     train.gguf = gguf;
     train.hf = from_folder && (!lora || job.export_whole);
+    train.peft = job.peft;
     Ok(train)
 }
 
@@ -306,6 +346,45 @@ fn external_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `harness run` with these flags, as the command line parses them.
+    fn forms(flags: &[&str]) -> AdapterForms {
+        use clap::Parser;
+        let line = ["harness", "run"].iter().chain(flags);
+        match crate::cli::Cli::try_parse_from(line).unwrap().command {
+            crate::cli::Command::Run(args) => AdapterForms::of(&args),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn peft_is_written_where_it_is_read_and_rounds_continue_what_was_sampled() {
+        let (yes, no) = (true, false);
+        let form = |peft, continue_sampled| AdapterForms {
+            peft,
+            continue_sampled,
+        };
+        assert_eq!(
+            forms(&[]),
+            form(no, yes),
+            "embedded engine, built-in trainer"
+        );
+        assert_eq!(forms(&["--export-peft"]), form(yes, yes));
+        assert_eq!(
+            forms(&["--trainer", "external", "--train-cmd", "t.sh"]),
+            form(no, no),
+            "the external trainer writes and continues PEFT's adapter/ itself"
+        );
+        let server = [
+            "--backend",
+            "openai",
+            "--base-url",
+            "http://h:1",
+            "--model",
+            "m",
+        ];
+        assert_eq!(forms(&server), form(yes, no), "a server samples adapter/");
+    }
 
     #[test]
     fn m1_reference_is_the_gguf_else_the_merged_folder() {

@@ -9,20 +9,25 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use candle_core::quantized::QTensor;
 use candle_core::quantized::gguf_file::{self, Value};
-use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device};
 
 use super::gguf::gguf_name;
-use super::{GgufSource, LoraTensors, Source, Weights, permute_rotary, read_peft, rotary_heads};
+use super::{
+    GgufSource, GgufType, LoraTensors, Source, Weights, hf_name, permute_rotary, read_peft,
+    rotary_heads,
+};
 use crate::config::{GgufRope, LlamaConfig};
 
 /// Writes `lora` as a llama.cpp LoRA GGUF for the base model `source` (its architecture, and
-/// B's q/k rows in its rotary layout), tensors in f32 (what was trained). Atomic.
+/// B's q/k rows in its rotary layout), tensors as `ty` (f16 halves the file; llama.cpp then
+/// multiplies in f16 as it does for an f16 model). Atomic.
 pub fn export_lora_gguf(
     source: &GgufSource,
     config: &LlamaConfig,
     lora: &LoraTensors,
+    ty: GgufType,
     out: &Path,
 ) -> Result<()> {
     let architecture = source
@@ -42,14 +47,8 @@ pub fn export_lora_gguf(
             (GgufRope::Interleaved, Some(heads)) => permute_rotary(&b, heads, true)?,
             _ => b,
         };
-        tensors.push((
-            format!("{name}.lora_a"),
-            QTensor::quantize(&a, GgmlDType::F32)?,
-        ));
-        tensors.push((
-            format!("{name}.lora_b"),
-            QTensor::quantize(&b, GgmlDType::F32)?,
-        ));
+        tensors.push((format!("{name}.lora_a"), QTensor::quantize(&a, ty.ggml())?));
+        tensors.push((format!("{name}.lora_b"), QTensor::quantize(&b, ty.ggml())?));
     }
     let general_type = Value::String("adapter".into());
     let adapter_type = Value::String("lora".into());
@@ -67,14 +66,92 @@ pub fn export_lora_gguf(
     })
 }
 
+/// Reads a llama.cpp LoRA GGUF written by [`export_lora_gguf`] (or by llama.cpp's converter)
+/// for the GGUF base model `base`: per module `A` `[r, in]` and `B` `[out, r]` with Hugging
+/// Face names and rows, as `dtype`. A loop round continues the adapter it sampled this way.
+pub fn read_lora_gguf(
+    path: &Path,
+    base: &Weights,
+    dtype: DType,
+    device: &Device,
+) -> Result<LoraTensors> {
+    let Source::Gguf(source) = &base.source else {
+        bail!("{}: a LoRA GGUF adapts a GGUF base model", path.display());
+    };
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let content = gguf_file::Content::read(&mut file)
+        .with_context(|| format!("{}: not a readable GGUF", path.display()))?;
+    let text = |key: &str| match content.metadata.get(key) {
+        Some(Value::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    if text("general.type") != Some("adapter") || text("adapter.type") != Some("lora") {
+        bail!(
+            "{}: not a LoRA adapter GGUF (general.type, adapter.type)",
+            path.display()
+        );
+    }
+    let alpha = match content.metadata.get("adapter.lora.alpha") {
+        Some(Value::F32(alpha)) => f64::from(*alpha),
+        _ => bail!(
+            "{}: field adapter.lora.alpha is missing or not f32",
+            path.display()
+        ),
+    };
+    let mut read = |name: &str| -> Result<candle_core::Tensor> {
+        let tensor = content
+            .tensor(&mut file, name, &Device::Cpu)
+            .and_then(|q| q.dequantize(&Device::Cpu))
+            .with_context(|| format!("{}: tensor {name}", path.display()))?;
+        Ok(tensor)
+    };
+    let mut modules = std::collections::BTreeMap::new();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let Some(weight) = name.strip_suffix(".lora_a") else {
+            continue;
+        };
+        let hf = hf_name(weight).with_context(|| {
+            format!("{}: {name} adapts no tensor the model has", path.display())
+        })?;
+        let a = read(name)?;
+        let b = read(&format!("{weight}.lora_b"))?;
+        let b = match (source.rope, rotary_heads(&hf, &base.config)) {
+            (GgufRope::Interleaved, Some(heads)) => permute_rotary(&b, heads, false)?,
+            _ => b,
+        };
+        let module = hf.strip_suffix(".weight").unwrap_or(&hf).to_string();
+        modules.insert(
+            module,
+            (
+                a.to_dtype(dtype)?.to_device(device)?,
+                b.to_dtype(dtype)?.to_device(device)?,
+            ),
+        );
+    }
+    let Some((a, _)) = modules.values().next() else {
+        bail!("{}: no .lora_a/.lora_b tensors", path.display());
+    };
+    let rank = a.dims()[0];
+    Ok(LoraTensors {
+        rank,
+        alpha,
+        dropout: 0.0,
+        target_modules: Vec::new(),
+        modules,
+    })
+}
+
 /// Writes a PEFT adapter folder (this trainer's, or one PEFT or TRL wrote) as a llama.cpp
-/// LoRA GGUF for the GGUF base model it adapts.
-pub fn peft_to_lora_gguf(base: &Path, adapter: &Path, out: &Path) -> Result<()> {
+/// LoRA GGUF (tensors as `ty`) for the GGUF base model it adapts.
+pub fn peft_to_lora_gguf(base: &Path, adapter: &Path, ty: GgufType, out: &Path) -> Result<()> {
     let weights = Weights::load(base, DType::F32, &Device::Cpu)?;
     let Source::Gguf(source) = &weights.source else {
         bail!("{}: a LoRA GGUF needs a GGUF base model", base.display());
     };
     let lora = read_peft(adapter, DType::F32, &Device::Cpu)
         .with_context(|| format!("reading the PEFT adapter {}", adapter.display()))?;
-    export_lora_gguf(source, &weights.config, &lora, out)
+    export_lora_gguf(source, &weights.config, &lora, ty, out)
 }

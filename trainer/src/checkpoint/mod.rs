@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use candle_core::{DType, Device, Tensor};
 
-pub use adapter_gguf::{export_lora_gguf, peft_to_lora_gguf};
+pub use adapter_gguf::{export_lora_gguf, peft_to_lora_gguf, read_lora_gguf};
 pub use atomic::{write_dir_atomically, write_file_atomically};
 pub use gguf::{GgufSource, GgufType, export_gguf};
 pub use hf::export_hf;
