@@ -100,6 +100,10 @@ impl AdapterType {
         AdapterType::F32
     }
 
+    pub fn is_f32(&self) -> bool {
+        *self == AdapterType::F32
+    }
+
     pub fn gguf_type(self) -> trainer::checkpoint::GgufType {
         use trainer::checkpoint::GgufType;
         match self {

@@ -127,8 +127,12 @@ pub struct TrainingSettings {
     pub label_smoothing: f64,
     pub nll_weight: f64,
     pub gguf_type: Option<ExportType>,
-    /// adapter.gguf's tensor type (f32 in runs made before it was a setting).
-    #[serde(default = "AdapterType::before_it_was_a_setting")]
+    /// adapter.gguf's tensor type. Recorded when it is not f32, so that a run made before
+    /// it was a setting (f32 adapters, no field) continues with `--adapter-type f32`.
+    #[serde(
+        default = "AdapterType::before_it_was_a_setting",
+        skip_serializing_if = "AdapterType::is_f32"
+    )]
     pub adapter_type: AdapterType,
 }
 
@@ -359,6 +363,19 @@ mod tests {
         "grad_accum":1,"warmup_ratio":0.1,"schedule":"cosine","max_grad_norm":1.0,
         "weight_decay":0.0,"train_seed":42,"max_len":1024,"beta":0.1,"label_smoothing":0.0,
         "nll_weight":0.0,"gguf_type":null},"round_adapters":true}"#;
+
+    #[test]
+    fn a_manifest_without_the_adapter_type_is_an_f32_run_and_reads_back_the_same() {
+        // SETTINGS predates the field: its adapters were f32.
+        let old = methods(&[]);
+        assert_eq!(old.training.adapter_type, AdapterType::F32);
+        let json = serde_json::to_value(&old).unwrap();
+        assert!(json["training"].get("adapter_type").is_none(), "{json}");
+        let mut new = old.clone();
+        new.training.adapter_type = AdapterType::F16;
+        let json = serde_json::to_value(&new).unwrap();
+        assert_eq!(json["training"]["adapter_type"], "f16");
+    }
 
     #[test]
     fn dpo_and_sft_dpo_share_round_two_and_nothing_else() {
