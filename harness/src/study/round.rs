@@ -11,6 +11,7 @@ use benchmarks::training_data::{dpo_pairs, gold_sft, sft_from_samples};
 use super::flags::{LoopMethod, RunArgs};
 use super::serve::{Checkpoint, Engine};
 use super::setup::{Loop, adapter_rounds};
+use super::train::AdapterForms;
 use crate::engine::backend_name;
 use crate::evaluate::{self, Plan, Settings};
 use crate::progress;
@@ -202,7 +203,8 @@ pub(super) fn check_m1(args: &RunArgs, dir: &Path) -> Result<()> {
             dir.display()
         );
     }
-    let peft_read = !adapter_rounds(args) || args.training.train_cmd.is_some();
+    // A round that does not continue adapter.gguf continues (and a server samples) adapter/.
+    let peft_read = !AdapterForms::of(args).continue_sampled;
     if !args.training.settings.full && peft_read && !dir.join("adapter").exists() {
         bail!(
             "--m1 {}: this loop reads M1's PEFT adapter (a server samples it, an external \

@@ -114,18 +114,18 @@ impl Loop<'_> {
 
 /// The forms a LoRA round's adapter takes in the loop.
 #[derive(Debug, PartialEq)]
-struct AdapterForms {
+pub(super) struct AdapterForms {
     /// PEFT's adapter/ is written by the built-in trainer: a server loads it (or a hook may
     /// serve it), or --export-peft asks for it. (An external trainer writes it itself.)
     peft: bool,
     /// The next round continues adapter.gguf, the form the embedded engine sampled (f16 by
     /// default), not adapter/: the built-in trainer over the embedded engine. An external
     /// trainer continues adapter/, the form it reads.
-    continue_sampled: bool,
+    pub(super) continue_sampled: bool,
 }
 
 impl AdapterForms {
-    fn of(args: &super::flags::RunArgs) -> Self {
+    pub(super) fn of(args: &super::flags::RunArgs) -> Self {
         let embedded = adapter_rounds(args);
         AdapterForms {
             peft: !embedded || args.training.export_peft,

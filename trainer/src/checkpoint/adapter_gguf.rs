@@ -13,12 +13,9 @@ use candle_core::quantized::QTensor;
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::{DType, Device};
 
-use super::gguf::gguf_name;
-use super::{
-    GgufSource, GgufType, LoraTensors, Source, Weights, hf_name, permute_rotary, read_peft,
-    rotary_heads,
-};
-use crate::config::{GgufRope, LlamaConfig};
+use super::gguf::{gguf_name, read_tensor};
+use super::{GgufSource, GgufType, LoraTensors, Source, Weights, gguf_rows, hf_name, read_peft};
+use crate::config::LlamaConfig;
 
 /// Writes `lora` as a llama.cpp LoRA GGUF for the base model `source` (its architecture, and
 /// B's q/k rows in its rotary layout), tensors as `ty` (f16 halves the file; llama.cpp then
@@ -43,10 +40,7 @@ pub fn export_lora_gguf(
         let a = a.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
         let b = b.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
         // B's rows are the matrix's output rows, which GGUF keeps in its rotary order.
-        let b = match (source.rope, rotary_heads(&weight, config)) {
-            (GgufRope::Interleaved, Some(heads)) => permute_rotary(&b, heads, true)?,
-            _ => b,
-        };
+        let b = gguf_rows(b, &weight, source.rope, config, true)?;
         tensors.push((format!("{name}.lora_a"), QTensor::quantize(&a, ty.ggml())?));
         tensors.push((format!("{name}.lora_b"), QTensor::quantize(&b, ty.ggml())?));
     }
@@ -99,14 +93,8 @@ pub fn read_lora_gguf(
             path.display()
         ),
     };
-    let mut read = |name: &str| -> Result<candle_core::Tensor> {
-        let tensor = content
-            .tensor(&mut file, name, &Device::Cpu)
-            .and_then(|q| q.dequantize(&Device::Cpu))
-            .with_context(|| format!("{}: tensor {name}", path.display()))?;
-        Ok(tensor)
-    };
     let mut modules = std::collections::BTreeMap::new();
+    // In name order, so that a bad file always names the same tensor.
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
     for name in names {
@@ -116,12 +104,9 @@ pub fn read_lora_gguf(
         let hf = hf_name(weight).with_context(|| {
             format!("{}: {name} adapts no tensor the model has", path.display())
         })?;
-        let a = read(name)?;
-        let b = read(&format!("{weight}.lora_b"))?;
-        let b = match (source.rope, rotary_heads(&hf, &base.config)) {
-            (GgufRope::Interleaved, Some(heads)) => permute_rotary(&b, heads, false)?,
-            _ => b,
-        };
+        let a = read_tensor(&content, &mut file, path, name)?;
+        let b = read_tensor(&content, &mut file, path, &format!("{weight}.lora_b"))?;
+        let b = gguf_rows(b, &hf, source.rope, &base.config, false)?;
         let module = hf.strip_suffix(".weight").unwrap_or(&hf).to_string();
         modules.insert(
             module,

@@ -10,7 +10,7 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 
-use super::{Source, Weights, hf_name, permute_rotary, rotary_heads};
+use super::{Source, Weights, gguf_rows, hf_name};
 use crate::config::{GgufRope, LlamaConfig, RopeScaling};
 
 /// What a GGUF export needs from the file the weights came from.
@@ -127,24 +127,17 @@ pub(super) fn load(path: &Path, dtype: DType, device: &Device) -> Result<Weights
         .with_context(|| path.display().to_string())?;
     if content.tensor_infos.contains_key("rope_freqs.weight") {
         // Llama 3.1's rotary scaling, as llama.cpp's converter stores it.
-        let divisors = content
-            .tensor(&mut file, "rope_freqs.weight", &Device::Cpu)
-            .and_then(|q| q.dequantize(&Device::Cpu))
-            .and_then(|t| t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>())
+        let divisors = read_tensor(&content, &mut file, path, "rope_freqs.weight")?
+            .to_dtype(DType::F64)
+            .and_then(|t| t.flatten_all()?.to_vec1::<f64>())
             .with_context(|| format!("{}: tensor rope_freqs.weight", path.display()))?;
         config.rope_scaling = Some(RopeScaling::Divisors { divisors });
     }
     let mut tensors = BTreeMap::new();
     for name in &tensor_names {
         let Some(hf) = hf_name(name) else { continue };
-        let tensor = content
-            .tensor(&mut file, name, &Device::Cpu)
-            .and_then(|q| q.dequantize(&Device::Cpu))
-            .with_context(|| format!("{}: tensor {name}", path.display()))?;
-        let tensor = match (rope, rotary_heads(&hf, &config)) {
-            (GgufRope::Interleaved, Some(heads)) => permute_rotary(&tensor, heads, false)?,
-            _ => tensor,
-        };
+        let tensor = read_tensor(&content, &mut file, path, name)?;
+        let tensor = gguf_rows(tensor, &hf, rope, &config, false)?;
         tensors.insert(hf, tensor.to_dtype(dtype)?.to_device(device)?);
     }
     Ok(Weights {
@@ -157,6 +150,19 @@ pub(super) fn load(path: &Path, dtype: DType, device: &Device) -> Result<Weights
             tensor_names,
         })),
     })
+}
+
+/// The tensor `name` of the GGUF `path` (read as `content`), dequantised to f32 on the CPU.
+pub(super) fn read_tensor(
+    content: &gguf_file::Content,
+    file: &mut File,
+    path: &Path,
+    name: &str,
+) -> Result<Tensor> {
+    content
+        .tensor(file, name, &Device::Cpu)
+        .and_then(|q| q.dequantize(&Device::Cpu))
+        .with_context(|| format!("{}: tensor {name}", path.display()))
 }
 
 /// Writes `tensors` (Hugging Face names and layout, LoRA already merged) as a GGUF that
@@ -177,10 +183,7 @@ pub fn export_gguf(
         let qtensor = match hf_name(name).and_then(|hf| tensors.get(&hf).map(|t| (hf, t))) {
             Some((hf, tensor)) => {
                 let tensor = tensor.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
-                let tensor = match (source.rope, rotary_heads(&hf, config)) {
-                    (GgufRope::Interleaved, Some(heads)) => permute_rotary(&tensor, heads, true)?,
-                    _ => tensor,
-                };
+                let tensor = gguf_rows(tensor, &hf, source.rope, config, true)?;
                 let row = *tensor.dims().last().unwrap_or(&0);
                 let ggml = if tensor.rank() < 2 {
                     GgmlDType::F32

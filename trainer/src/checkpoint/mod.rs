@@ -21,7 +21,7 @@ pub use gguf::{GgufSource, GgufType, export_gguf};
 pub use hf::export_hf;
 pub use peft::{LoraTensors, export_peft, read_peft};
 
-use crate::config::LlamaConfig;
+use crate::config::{GgufRope, LlamaConfig};
 
 /// A model's weights with Hugging Face names and layout, and what is needed to write them
 /// back in the format they came from.
@@ -108,6 +108,22 @@ pub fn permute_rotary(tensor: &Tensor, heads: usize, to_interleaved: bool) -> Re
         .transpose(1, 2)?
         .contiguous()?
         .reshape(dims.as_slice())?)
+}
+
+/// A tensor's rows (a weight, a bias or a LoRA B of the module `hf_name` names) between the
+/// trainer's Hugging Face order and a GGUF's: q/k rows are permuted when the GGUF keeps them
+/// interleaved (`to_gguf` picks the direction); every other tensor is returned as it is.
+pub(crate) fn gguf_rows(
+    tensor: Tensor,
+    hf_name: &str,
+    rope: GgufRope,
+    config: &LlamaConfig,
+    to_gguf: bool,
+) -> Result<Tensor> {
+    match (rope, rotary_heads(hf_name, config)) {
+        (GgufRope::Interleaved, Some(heads)) => permute_rotary(&tensor, heads, to_gguf),
+        _ => Ok(tensor),
+    }
 }
 
 /// The rotary-permuted tensors of a layer and their head counts.
