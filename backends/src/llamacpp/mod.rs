@@ -1,6 +1,7 @@
 //! The embedded llama.cpp engine (`llama-cpp-2`): loads a GGUF, applies its chat template,
 //! and decodes many sequences per batch with continuous batching (see [`scheduler`]).
 
+mod adapter;
 mod sampler;
 mod scheduler;
 mod tokens;
@@ -384,10 +385,7 @@ impl Backend for LlamaCpp {
         let digest = file_digest(path).map_err(|e| adapter_error(e.to_string()))?;
         // llama.cpp keeps every adapter loaded over a model until the model is freed (a few
         // megabytes a round).
-        let lora = self
-            .model
-            .lora_adapter_init(path)
-            .map_err(|e| adapter_error(format!("not a LoRA adapter for this model: {e}")))?;
+        let lora = adapter::load(&mut self.model, path)?;
         self.adapter = Some(Adapter {
             lora,
             path: path.to_path_buf(),

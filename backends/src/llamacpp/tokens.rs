@@ -139,16 +139,7 @@ pub fn position_logits(
             },
         )?;
     let mut lora = match adapter {
-        Some(adapter) => {
-            Some(
-                model
-                    .lora_adapter_init(adapter)
-                    .map_err(|e| BackendError::Model {
-                        path: adapter.to_path_buf(),
-                        message: e.to_string(),
-                    })?,
-            )
-        }
+        Some(adapter) => Some(super::adapter::load(&mut model, adapter)?),
         None => None,
     };
     let n = tokens.len() as u32;
