@@ -75,26 +75,60 @@ def per_round(run, method):
             print(f"- round {r['round']}: |IS| = {float(r['value']):.0f}, M1's pass@8 on IS = {cell(m1, True)}")
 
 
+def change_cells(rows, after, before):
+    """The CHANGES columns of the paired comparison `after` against `before`."""
+    cells = []
+    for _, split, metric in CHANGES:
+        row = next((r for r in rows if r["before"] == before and r["after"] == after and r["split"] == split and r["metric"] == metric), None)
+        if row is None or row["change"] == "":
+            cells.append("-")
+            continue
+        # Shares in points; group disparity is a ratio, kept as one.
+        scale, digits = (1, 3) if metric.startswith("group_disparity") else (100, 1)
+        mark = "*" if float(row["ci_low"]) > 0 or float(row["ci_high"]) < 0 else ""
+        value = lambda key: f"{scale * float(row[key]):+.{digits}f}"
+        cells.append(
+            f"{value('change')}{mark} [{value('ci_low')}, {value('ci_high')}], "
+            f"p {float(row['p_value']):.3f}"
+        )
+    return cells
+
+
+def header(first):
+    print(f"| {first} | " + " | ".join(c[0] for c in CHANGES) + " |")
+    print("|---" * (len(CHANGES) + 1) + "|")
+
+
+def round_of(name):
+    return int(name.split()[-1])
+
+
 def changes(run, method):
     rows = read(os.path.join(run, method, "deltas.csv"))
-    print(f"\n**{method}: paired changes against M1** (points; 95% interval, p)\n")
-    print("| round | " + " | ".join(c[0] for c in CHANGES) + " |")
-    print("|---" * (len(CHANGES) + 1) + "|")
-    afters = sorted({r["after"] for r in rows if r["before"] == "M1"}, key=lambda a: int(a.split()[-1]))
+    afters = sorted({r["after"] for r in rows if r["before"] == "M1"}, key=round_of)
+    print(f"\n**{method}: paired changes against M1** (points; 95% interval, p; * = interval excludes 0)\n")
+    header("round")
     for after in afters:
-        cells = []
-        for _, split, metric in CHANGES:
-            row = next((r for r in rows if r["before"] == "M1" and r["after"] == after and r["split"] == split and r["metric"] == metric), None)
-            if row is None or row["change"] == "":
-                cells.append("-")
-                continue
-            scale = 1 if metric.startswith("group_disparity") else 100
-            mark = "*" if float(row["ci_low"]) > 0 or float(row["ci_high"]) < 0 else ""
-            cells.append(
-                f"{scale * float(row['change']):+.1f}{mark} [{scale * float(row['ci_low']):+.1f}, "
-                f"{scale * float(row['ci_high']):+.1f}], p {float(row['p_value']):.3f}"
-            )
-        print(f"| {after.split()[-1]} | " + " | ".join(cells) + " |")
+        print(f"| {round_of(after)} | " + " | ".join(change_cells(rows, after, "M1")) + " |")
+    later = [a for a in afters if round_of(a) > 2]
+    if later:
+        print(f"\n**{method}: paired changes against the round before**\n")
+        header("round")
+        for after in later:
+            before = f"{method} round {round_of(after) - 1}"
+            print(f"| {round_of(after)} vs {round_of(after) - 1} | " + " | ".join(change_cells(rows, after, before)) + " |")
+
+
+def methods(run):
+    path = os.path.join(run, "methods_deltas.csv")
+    if not os.path.exists(path):
+        return
+    rows = read(path)
+    pairs = sorted({(r["after"], r["before"]) for r in rows}, key=lambda p: (round_of(p[0]), p))
+    print("\n**Methods against each other, round by round** (points; 95% interval, p)\n")
+    header("after vs before")
+    for after, before in pairs:
+        print(f"| {after} vs {before} | " + " | ".join(change_cells(rows, after, before)) + " |")
 
 
 def main():
@@ -103,6 +137,7 @@ def main():
         if os.path.exists(os.path.join(run, method, "metrics.csv")):
             per_round(run, method)
             changes(run, method)
+    methods(run)
 
 
 if __name__ == "__main__":
