@@ -47,6 +47,7 @@ for p in $SWEEP auto; do
   bench "$work/embedded-$p" --parallel "$p" --threads "$THREADS" --flash-attn "$FA"
   printf 'embedded\t%s\t%s\n' "$p" "$(column "$work/embedded-$p/summary.csv" tokens_per_s)" >> "$results"
 done
+# shellcheck disable=SC2086 # SWEEP is a list of numbers, split on purpose
 first=$(set -- $SWEEP; echo "$1")
 prompt_tokens=$(python3 -c 'import json,sys
 rows=[json.loads(l) for l in open(sys.argv[1])]
@@ -63,10 +64,13 @@ for p in $SWEEP; do
   server=
 done
 
+# shellcheck disable=SC2086 # as above
 max_p=$(printf '%s\n' $SWEEP | sort -n | tail -1)
+# shellcheck disable=SC2086 # as above
+npl=$(echo $SWEEP | tr ' ' ,)
 echo "-- llama-batched-bench: B in {$SWEEP}, one shared prompt of $prompt_tokens tokens, $TOKENS tokens each"
 "$bin/llama-batched-bench" -m "$model" -c $((max_p * (prompt_tokens + TOKENS) + 256)) -b 512 \
-  -ub 512 -fa "$FA" -npp "$prompt_tokens" -ntg "$TOKENS" -npl "$(echo $SWEEP | tr ' ' ,)" -pps \
+  -ub 512 -fa "$FA" -npp "$prompt_tokens" -ntg "$TOKENS" -npl "$npl" -pps \
   -t "$THREADS" -tb "$THREADS" > "$work/ref.txt" 2>/dev/null
 grep '^|' "$work/ref.txt"
 awk -F'|' '/^\|/ && $2+0 > 0 { printf "llama-batched-bench\t%d\t%.2f\n", $4, ($4 * $3) / $10 }' \

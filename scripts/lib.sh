@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # sourced: its variables are used by the scripts that source it
 # Shared setup of the measurement scripts (sourced, not run): llama.cpp's tools, the release
 # harness, the default model, a scratch directory, and a llama-server on a free port.
 # Sets: bin (llama.cpp tools), H (harness), model, work; start_llama_server sets base_url.

@@ -219,6 +219,10 @@ def main():
     print(f"trl-train.py: round {env('HARNESS_ROUND')} {'DPO' if dpo else 'SFT'} "
           f"{'LoRA' if lora else 'full'} on {len(data)} records from {start}", flush=True)
     trainer = train(dpo, model, tokenizer, data, ref_model, args.bf16)
+    # Training alone (TRL's train_runtime: the steps, DPO's reference inside them), the span the
+    # built-in trainer's train_summary.json calls train_seconds (scripts/bench-train-loop.sh).
+    runtime = next(e["train_runtime"] for e in trainer.state.log_history if "train_runtime" in e)
+    print(f"trl-train.py: train_runtime {runtime:.2f} s, {trainer.state.global_step} steps", flush=True)
     # TRL's per-step log (loss, learning rate, grad norm, DPO rewards), one JSON line per step,
     # as the built-in trainer's train_log.jsonl.
     os.makedirs(out, exist_ok=True)

@@ -208,6 +208,16 @@ fn dpo_starts_at_ln2_and_raises_the_held_out_margin() {
         s["eval_dpo_after"]["accuracy"].as_f64().unwrap() > 0.7,
         "{s}"
     );
+    // Training alone (reference scoring and steps) leaves out loading the model and the
+    // held-out scoring before and after, so it is a part of the job's time, not all of it.
+    let (train_seconds, seconds) = (
+        s["train_seconds"].as_f64().unwrap(),
+        s["seconds"].as_f64().unwrap(),
+    );
+    assert!(
+        train_seconds > 0.0 && train_seconds < seconds,
+        "train_seconds {train_seconds} of {seconds}"
+    );
 }
 
 #[test]

@@ -100,7 +100,13 @@ pub struct TrainSummary {
     pub eval_loss_after: Option<f64>,
     pub eval_dpo_before: Option<DpoStats>,
     pub eval_dpo_after: Option<DpoStats>,
+    /// The whole job: loading, tokenising, training, the statistics after it and exporting.
     pub seconds: f64,
+    /// Training alone: DPO's reference scoring and the optimizer steps (with the per-epoch
+    /// export of a LoRA adapter, a few megabytes), the span TRL reports as `train_runtime`
+    /// (its DPO computes the reference inside each step); what scripts/bench-train-loop.sh
+    /// compares.
+    pub train_seconds: f64,
     pub tokens_per_second: f64,
     /// What was written, relative to the output folder (the loop trains into
     /// `model.partial/` and renames it, so full paths would name a folder that is gone).
@@ -174,9 +180,12 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
         Some(path) => Some(prepare(job, &tokenizer, path)?),
         None => None,
     };
+    let mut train_seconds = 0.0;
     if let Prepared::Dpo(pairs) = &mut prepared.1 {
         progress(Progress::Phase("scoring the reference model"));
+        let scoring_started = Instant::now();
         score_reference(job, &model, pairs)?;
+        train_seconds += scoring_started.elapsed().as_secs_f64();
     }
     if let Some((_, Prepared::Dpo(pairs))) = &mut prepared_eval {
         score_reference(job, &model, pairs)?;
@@ -205,27 +214,16 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
         Ok(())
     };
     let (records, prepared) = prepared;
-    let (summary_method, examples, steps, loss_before, loss_after, dpo_after) =
-        match (&job.method, &prepared) {
-            (_, Prepared::Sft(seqs)) => {
-                let loss = |model: &Llama| -> Result<Option<f64>> {
-                    match job.loss_on_training_data {
-                        true => Ok(Some(sft_loss(model, seqs, job.params.batch_size)?)),
-                        false => Ok(None),
-                    }
-                };
-                let before = loss(&model)?;
-                let logs = train_sft(&model, seqs, &job.params, &mut on_event)?;
-                let after = loss(&model)?;
-                ("sft", seqs.len(), logs.len(), before, after, None)
-            }
-            (Method::Dpo(dpo), Prepared::Dpo(pairs)) => {
-                let logs = train_dpo(&model, pairs, &job.params, dpo, &mut on_event)?;
-                let after = dpo_stats(&model, pairs, dpo.beta, job.params.batch_size)?;
-                ("dpo", pairs.len(), logs.len(), None, None, Some(after))
-            }
-            (Method::Sft, Prepared::Dpo(_)) => unreachable!("prepared from the method"),
-        };
+    let Trained {
+        method: summary_method,
+        examples,
+        steps,
+        loss_before,
+        loss_after,
+        dpo_after,
+        seconds: steps_seconds,
+    } = train(job, &model, &prepared, &mut on_event)?;
+    train_seconds += steps_seconds;
     let skipped = records - examples;
     let eval_after = evaluate(job, &model, prepared_eval.as_ref().map(|p| &p.1))?;
     let seconds = started.elapsed().as_secs_f64();
@@ -243,6 +241,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
         eval_dpo_before: eval_before.1,
         eval_dpo_after: eval_after.1,
         seconds,
+        train_seconds,
         tokens_per_second: tokens_per_second_sum / steps.max(1) as f64,
         outputs,
     };
@@ -251,6 +250,66 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
         Ok(())
     })?;
     Ok(summary)
+}
+
+/// What training on the prepared data gave, before the job's own statistics.
+struct Trained {
+    method: &'static str,
+    examples: usize,
+    steps: usize,
+    loss_before: Option<f64>,
+    loss_after: Option<f64>,
+    dpo_after: Option<DpoStats>,
+    /// The optimizer steps alone (the losses and statistics around them left out).
+    seconds: f64,
+}
+
+/// Trains `model` on `prepared` with the job's method: SFT (with the training data's loss
+/// before and after, when asked) or DPO (with the rewards on the training pairs after).
+fn train(
+    job: &TrainJob,
+    model: &Llama,
+    prepared: &Prepared,
+    on_event: &mut dyn FnMut(Event) -> Result<()>,
+) -> Result<Trained> {
+    Ok(match (&job.method, prepared) {
+        (_, Prepared::Sft(seqs)) => {
+            let loss = |model: &Llama| -> Result<Option<f64>> {
+                match job.loss_on_training_data {
+                    true => Ok(Some(sft_loss(model, seqs, job.params.batch_size)?)),
+                    false => Ok(None),
+                }
+            };
+            let loss_before = loss(model)?;
+            let started = Instant::now();
+            let logs = train_sft(model, seqs, &job.params, on_event)?;
+            let seconds = started.elapsed().as_secs_f64();
+            Trained {
+                method: "sft",
+                examples: seqs.len(),
+                steps: logs.len(),
+                loss_before,
+                loss_after: loss(model)?,
+                dpo_after: None,
+                seconds,
+            }
+        }
+        (Method::Dpo(dpo), Prepared::Dpo(pairs)) => {
+            let started = Instant::now();
+            let logs = train_dpo(model, pairs, &job.params, dpo, on_event)?;
+            let seconds = started.elapsed().as_secs_f64();
+            Trained {
+                method: "dpo",
+                examples: pairs.len(),
+                steps: logs.len(),
+                loss_before: None,
+                loss_after: None,
+                dpo_after: Some(dpo_stats(model, pairs, dpo.beta, job.params.batch_size)?),
+                seconds,
+            }
+        }
+        (Method::Sft, Prepared::Dpo(_)) => unreachable!("prepared from the method"),
+    })
 }
 
 /// Reads and tokenises a data file for the job's method; returns the record count too.
