@@ -135,41 +135,7 @@ fn trained_tuning(job: &TrainJob) -> Tuning {
 
 pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSummary> {
     let started = Instant::now();
-    let tokenizer_path = match (&job.tokenizer, is_gguf(&job.model)) {
-        (Some(path), _) => path.clone(),
-        (None, true) => job.model.clone(),
-        (None, false) if job.model.join("tokenizer.json").exists() => job.model.clone(),
-        (None, false) => bail!(
-            "{}: this folder has no tokenizer.json; give --tokenizer (the GGUF or folder the \
-             sampler used) so that training sees the sampler's exact tokens",
-            job.model.display()
-        ),
-    };
-    progress(Progress::Phase("loading the tokenizer"));
-    let tokenizer = TextTokenizer::load(&tokenizer_path)
-        .with_context(|| format!("tokenizer {}", tokenizer_path.display()))?;
-    progress(Progress::Phase("loading the model"));
-    let weights = Weights::load(&job.model, job.dtype, &job.device)
-        .with_context(|| format!("model {}", job.model.display()))?;
-    if tokenizer.vocab_size() > weights.config.vocab_size {
-        bail!(
-            "the tokenizer ({}) has {} tokens but the model has {}",
-            tokenizer_path.display(),
-            tokenizer.vocab_size(),
-            weights.config.vocab_size
-        );
-    }
-    let model = Llama::new(&weights, &trained_tuning(job), job.params.seed)?;
-    if let Some(path) = &job.continue_adapter {
-        progress(Progress::Phase("loading the adapter to continue"));
-        let adapter = match is_gguf(path) {
-            true => read_lora_gguf(path, &weights, job.dtype, &job.device)?,
-            false => read_peft(path, job.dtype, &job.device)?,
-        };
-        model
-            .load_adapter(&adapter)
-            .with_context(|| format!("adapter {}", path.display()))?;
-    }
+    let (tokenizer, weights, model) = load(job, progress)?;
     let trainable_parameters = model
         .trainable()
         .iter()
@@ -180,13 +146,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
         Some(path) => Some(prepare(job, &tokenizer, path)?),
         None => None,
     };
-    let mut train_seconds = 0.0;
-    if let Prepared::Dpo(pairs) = &mut prepared.1 {
-        progress(Progress::Phase("scoring the reference model"));
-        let scoring_started = Instant::now();
-        score_reference(job, &model, pairs)?;
-        train_seconds += scoring_started.elapsed().as_secs_f64();
-    }
+    let mut train_seconds = score_references(job, &model, &mut prepared.1, progress)?;
     if let Some((_, Prepared::Dpo(pairs))) = &mut prepared_eval {
         score_reference(job, &model, pairs)?;
     }
@@ -250,6 +210,50 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
         Ok(())
     })?;
     Ok(summary)
+}
+
+/// The job's tokenizer, its base weights and the model to train (the adapter it continues
+/// loaded), after checking that the tokenizer fits the model.
+fn load(
+    job: &TrainJob,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(TextTokenizer, Weights, Llama)> {
+    let tokenizer_path = match (&job.tokenizer, is_gguf(&job.model)) {
+        (Some(path), _) => path.clone(),
+        (None, true) => job.model.clone(),
+        (None, false) if job.model.join("tokenizer.json").exists() => job.model.clone(),
+        (None, false) => bail!(
+            "{}: this folder has no tokenizer.json; give --tokenizer (the GGUF or folder the \
+             sampler used) so that training sees the sampler's exact tokens",
+            job.model.display()
+        ),
+    };
+    progress(Progress::Phase("loading the tokenizer"));
+    let tokenizer = TextTokenizer::load(&tokenizer_path)
+        .with_context(|| format!("tokenizer {}", tokenizer_path.display()))?;
+    progress(Progress::Phase("loading the model"));
+    let weights = Weights::load(&job.model, job.dtype, &job.device)
+        .with_context(|| format!("model {}", job.model.display()))?;
+    if tokenizer.vocab_size() > weights.config.vocab_size {
+        bail!(
+            "the tokenizer ({}) has {} tokens but the model has {}",
+            tokenizer_path.display(),
+            tokenizer.vocab_size(),
+            weights.config.vocab_size
+        );
+    }
+    let model = Llama::new(&weights, &trained_tuning(job), job.params.seed)?;
+    if let Some(path) = &job.continue_adapter {
+        progress(Progress::Phase("loading the adapter to continue"));
+        let adapter = match is_gguf(path) {
+            true => read_lora_gguf(path, &weights, job.dtype, &job.device)?,
+            false => read_peft(path, job.dtype, &job.device)?,
+        };
+        model
+            .load_adapter(&adapter)
+            .with_context(|| format!("adapter {}", path.display()))?;
+    }
+    Ok((tokenizer, weights, model))
 }
 
 /// What training on the prepared data gave, before the job's own statistics.
@@ -380,6 +384,23 @@ fn evaluate(
 enum Prepared {
     Sft(Vec<Sequence>),
     Dpo(Vec<ScoredPair>),
+}
+
+/// DPO: scores the training pairs under the reference; returns the seconds it took (part of
+/// `train_seconds`: TRL's DPO does the same work inside its steps). SFT: nothing to do.
+fn score_references(
+    job: &TrainJob,
+    model: &Llama,
+    prepared: &mut Prepared,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<f64> {
+    let Prepared::Dpo(pairs) = prepared else {
+        return Ok(0.0);
+    };
+    progress(Progress::Phase("scoring the reference model"));
+    let started = Instant::now();
+    score_reference(job, model, pairs)?;
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Reference log-probabilities, once, before the policy trains.
