@@ -33,11 +33,11 @@ threads=$(nproc)
 
 # One job on one engine; prints "ENGINE JOB WALL TRAIN" (seconds).
 bench() {
-  local engine=$1 job=$2 data lr epochs dropout adapter=() init=""
+  local engine=$1 job=$2 data lr epochs adapter=() init="" dropout=0.05
   case $job in
-    sft) data=$run/round-1/gold.jsonl lr=2e-4 epochs=3 dropout=0.05 ;;
-    dpo) data=$run/dpo/round-2/data.jsonl lr=5e-6 epochs=1 dropout=0.05
-         adapter=(--continue-adapter "$work/init") init=$work/init ;;
+    sft) data=$run/round-1/gold.jsonl lr=2e-4 epochs=3 ;;
+    dpo) data=$run/dpo/round-2/data.jsonl lr=5e-6 epochs=1 init=$work/init
+         adapter=(--continue-adapter "$init") ;;
   esac
   local out=$work/$engine-$job start end train
   rm -rf "$out"

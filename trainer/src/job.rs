@@ -146,7 +146,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
         Some(path) => Some(prepare(job, &tokenizer, path)?),
         None => None,
     };
-    let mut train_seconds = score_references(job, &model, &mut prepared.1, progress)?;
+    let mut train_seconds = score_training_pairs(job, &model, &mut prepared.1, progress)?;
     if let Some((_, Prepared::Dpo(pairs))) = &mut prepared_eval {
         score_reference(job, &model, pairs)?;
     }
@@ -388,7 +388,7 @@ enum Prepared {
 
 /// DPO: scores the training pairs under the reference; returns the seconds it took (part of
 /// `train_seconds`: TRL's DPO does the same work inside its steps). SFT: nothing to do.
-fn score_references(
+fn score_training_pairs(
     job: &TrainJob,
     model: &Llama,
     prepared: &mut Prepared,

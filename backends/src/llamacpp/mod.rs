@@ -378,11 +378,10 @@ impl Backend for LlamaCpp {
             self.adapter = None;
             return Ok(());
         };
-        let adapter_error = |message: String| BackendError::Model {
+        let digest = file_digest(path).map_err(|e| BackendError::Model {
             path: path.to_path_buf(),
-            message,
-        };
-        let digest = file_digest(path).map_err(|e| adapter_error(e.to_string()))?;
+            message: e.to_string(),
+        })?;
         // llama.cpp keeps every adapter loaded over a model until the model is freed (a few
         // megabytes a round).
         let lora = adapter::load(&mut self.model, path)?;
