@@ -4,9 +4,10 @@
 # (default 50) gsm8k test problems spread evenly through the split. Prints how many greedy responses (and graded
 # answers) agree, and the problems where they differ.
 #
-# Both sides use plain attention (the harness default `--flash-attn off`; llama-server `-fa off`):
-# llama.cpp's flash-attention kernel changes its summation order with the batch's shape, so
-# greedy text would depend on which requests share a batch. llama-server also runs without its
+# Both sides use plain attention (`--flash-attn off`; llama-server `-fa off`): llama-server's
+# flash attention changes its summation order with the batch's shape (the engine keeps its
+# own on one order, which is not llama-server's), so greedy text would depend on which
+# requests share a batch. llama-server also runs without its
 # prompt cache (with it on, 38 of 50 responses matched instead of 49-50).
 # SLOTS (default 8) sets llama-server's parallel slots and the client's concurrency.
 set -euo pipefail
@@ -15,7 +16,7 @@ LIMIT=${LIMIT:-50}
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-common=(--task gsm8k --limit "$LIMIT" --n 0 --max-tokens 256 --no-semantic)
+common=(--task gsm8k --limit "$LIMIT" --n 0 --max-tokens 256 --no-semantic --flash-attn off)
 $H bench "${common[@]}" --out "$work/llamacpp" | tail -2
 SLOTS=${SLOTS:-8}
 start_llama_server -np "$SLOTS" -c $((SLOTS * 2048)) --flash-attn off --no-cache-prompt

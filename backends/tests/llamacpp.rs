@@ -1,7 +1,8 @@
 //! The embedded llama.cpp engine on the real default model (fetched on first use).
 
 use backends::{
-    Backend, ChatMessage, Completion, LlamaCpp, LlamaCppConfig, Prompt, Request, Sampling,
+    Backend, ChatMessage, Completion, FlashAttention, LlamaCpp, LlamaCppConfig, Prompt, Request,
+    Sampling,
 };
 
 /// llama.cpp runs one OpenMP thread per core, and OpenMP threads spin at barriers: two
@@ -14,9 +15,14 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn engine(parallel: u32) -> LlamaCpp {
+    engine_with(parallel, FlashAttention::Off)
+}
+
+fn engine_with(parallel: u32, flash_attention: FlashAttention) -> LlamaCpp {
     let model = backends::models::ensure(&backends::models::SMOLLM2_135M).unwrap();
     let mut config = LlamaCppConfig::new(model);
     config.parallel = backends::Parallel::Fixed(parallel);
+    config.flash_attention = flash_attention;
     config.context_per_sequence = 1024;
     // scripts/gpu-check.sh runs these tests on the GPU (a build with `--features cuda`).
     if let Ok(layers) = std::env::var("HARNESS_TEST_GPU_LAYERS") {
@@ -110,6 +116,23 @@ fn gsm8k(question: &str) -> Prompt {
 
 #[test]
 fn greedy_is_the_same_alone_and_in_a_full_batch() {
+    greedy_alone_and_in_a_full_batch(FlashAttention::Off);
+}
+
+/// With flash attention on, the scheduler keeps every micro-batch on the kernel's plain loop
+/// (prompt pieces under 64 tokens, a throw-away token beside a lone sequence): without that,
+/// the long questions parted between the two runs.
+#[test]
+fn greedy_is_the_same_alone_and_in_a_full_batch_with_flash_attention() {
+    let alone = greedy_alone_and_in_a_full_batch(FlashAttention::On);
+    // Alone, a sequence past 256 cells would take the kernel's KV-split path: the throw-away
+    // token was needed, once per step.
+    assert!(alone.ballast_tokens > 100, "{alone:?}");
+}
+
+/// Greedy responses of a batch of 8 slots against each request alone in a 1-slot engine;
+/// returns the profile of the last request alone (a long question).
+fn greedy_alone_and_in_a_full_batch(flash_attention: FlashAttention) -> backends::DecodeProfile {
     let _serial = serial();
     let request = |prompt: Prompt, max_tokens: u32| Request {
         prompt,
@@ -125,14 +148,18 @@ fn greedy_is_the_same_alone_and_in_a_full_batch() {
         .map(|q| request(gsm8k(q), 256))
         .chain(QUESTIONS.iter().map(|q| request(chat(q), 48)))
         .collect();
-    let mut batched = engine(8);
+    let mut batched = engine_with(8, flash_attention);
     let together = generate(&mut batched, &requests);
     assert_eq!(together.len(), requests.len());
-    let mut single = engine(1);
+    let mut single = engine_with(1, flash_attention);
+    let mut long_alone = None;
     for (i, request) in requests.iter().enumerate() {
         let alone = generate(&mut single, std::slice::from_ref(request));
         assert_eq!(alone[0].text, together[i].text, "request {i}");
         assert!(!alone[0].text.is_empty());
+        if i + 1 == LONG_QUESTIONS.len() {
+            long_alone = single.last_profile().cloned();
+        }
     }
     // The long ones really went past 256 cells (prompt + response), where the kernels part.
     for long in &together[..LONG_QUESTIONS.len()] {
@@ -142,6 +169,7 @@ fn greedy_is_the_same_alone_and_in_a_full_batch() {
     // Real answers, not noise.
     let capital = &together[LONG_QUESTIONS.len() + 1];
     assert!(capital.text.contains("Paris"), "{}", capital.text);
+    long_alone.expect("a long question ran alone")
 }
 
 #[test]
@@ -217,6 +245,19 @@ fn stop_strings_and_max_tokens_end_generation() {
 /// when it ends, its cells still there.
 #[test]
 fn greedy_is_the_same_whether_its_prompt_was_decoded_copied_or_kept() {
+    prompt_decoded_copied_or_kept(FlashAttention::Off);
+}
+
+/// With flash attention on, a prompt decoded whole (about 90 tokens) and the same prompt
+/// decoded after a copied shared prefix (fewer than 64) take the kernel's plain loop alike,
+/// because prompts are fed in pieces under 64 tokens: fed whole, the first took the tiled
+/// path and R's greedy response parted.
+#[test]
+fn greedy_is_the_same_whether_its_prompt_was_decoded_copied_or_kept_with_flash_attention() {
+    prompt_decoded_copied_or_kept(FlashAttention::On);
+}
+
+fn prompt_decoded_copied_or_kept(flash_attention: FlashAttention) {
     let _serial = serial();
     let request = greedy_gsm8k;
     let (q, r) = (LONG_QUESTIONS[0], LONG_QUESTIONS[1]);
@@ -226,7 +267,7 @@ fn greedy_is_the_same_whether_its_prompt_was_decoded_copied_or_kept() {
         request(q, 160),
         request(q, 160),
     ];
-    let mut two = engine(2);
+    let mut two = engine_with(2, flash_attention);
     let together = generate(&mut two, &requests);
     let profile = two.last_profile().unwrap().clone();
     // R's prompt shares the system prompt and the template's opening with Q's: those cells
@@ -240,7 +281,7 @@ fn greedy_is_the_same_whether_its_prompt_was_decoded_copied_or_kept() {
     let decoded = together[0].prompt_tokens + together[1].prompt_tokens;
     let shared = profile.shared_prefix_tokens;
     assert_eq!(profile.prompt_tokens + shared, u64::from(decoded));
-    let mut single = engine(1);
+    let mut single = engine_with(1, flash_attention);
     let alone_q = generate(&mut single, &requests[..1]);
     let alone_r = generate(&mut single, &requests[1..2]);
     assert_eq!(together[1].text, alone_r[0].text);

@@ -103,8 +103,9 @@ impl LlamaServer {
     /// Starts llama-server on a free loopback port serving `model` as `alias` with
     /// `parallel` slots, and waits until it answers /health.
     ///
-    /// Attention as in the embedded engine's default (`-fa off`: flash attention changes its
-    /// arithmetic with the batch's shape) and no prompt cache (with it, 38 of 50 gsm8k greedy
+    /// Plain attention (`-fa off`: llama-server's flash attention changes its arithmetic with
+    /// the batch's shape; tests comparing it with the embedded engine run that with
+    /// `--flash-attn off` too) and no prompt cache (with it, 38 of 50 gsm8k greedy
     /// responses matched the embedded engine's; without it 49 and 50 in two runs).
     pub fn start(model: &std::path::Path, alias: &str, parallel: u32) -> LlamaServer {
         Self::start_with(model, alias, parallel, &[])

@@ -18,6 +18,9 @@ fn bench(out: &Path, n: &str, extra: &[&str]) -> Vec<Value> {
         n,
         "--max-tokens",
         "64",
+        // llama-server runs with `-fa off` (see `LlamaServer::start`): so does the engine.
+        "--flash-attn",
+        "off",
         "--out",
     ];
     args.push(out.to_str().unwrap());

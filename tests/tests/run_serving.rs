@@ -418,6 +418,9 @@ fn a_serve_hook_restarts_llama_server_on_each_rounds_gguf() {
         "0",
         "--max-tokens",
         "80",
+        // The hook's llama-server runs with `--flash-attn off`.
+        "--flash-attn",
+        "off",
         "--model",
         m1_gguf.to_str().unwrap(),
         "--out",

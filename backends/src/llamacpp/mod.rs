@@ -2,6 +2,7 @@
 //! and decodes many sequences per batch with continuous batching (see [`scheduler`]).
 
 mod adapter;
+mod ballast;
 mod sampler;
 mod scheduler;
 mod tokens;
@@ -95,23 +96,24 @@ impl std::fmt::Display for Parallel {
 
 /// llama.cpp's attention implementation.
 ///
-/// The default is [`FlashAttention::Off`] because it keeps greedy output independent of the
-/// batch. llama.cpp's CPU flash-attention kernel picks its algorithm from the shape of each
-/// micro-batch: a KV-split path when a micro-batch holds one sequence with one new token and
-/// at least 512 cache cells, a tiled path when a sequence brings 64 or more tokens, a plain
-/// loop otherwise. The three sum in different orders, so a prompt decoded alone and the same
-/// prompt decoded among others part at the first near-tied token (3 of 10 gsm8k prompts after
-/// 570-650 characters at 256 new tokens, measured). Without flash attention every token's
-/// arithmetic is the same whatever else is in the batch, and this engine's greedy output
-/// matched a single-slot llama-server on 50 of 50 gsm8k problems.
+/// Both are batch-invariant here: a sequence's greedy output is the same alone and in a full
+/// batch. Plain attention is (its products are per row). llama.cpp's CPU flash-attention
+/// kernel picks one of three algorithms from the shape of each micro-batch, which sum in
+/// different orders (a prompt decoded alone and among others parted on 3 of 10 gsm8k prompts
+/// after 570-650 characters, measured before this was handled); under flash attention the
+/// scheduler keeps every micro-batch on the kernel's plain loop (see `ballast`), and the
+/// tests `greedy_is_the_same_alone_and_in_a_full_batch*` check both settings. Flash
+/// attention skips the cells a sequence does not hold, which plain attention computes
+/// (llama.cpp pads the attended cells to 256).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FlashAttention {
-    /// Plain attention (matrix products and softmax): batch-invariant.
-    #[default]
+    /// Plain attention (matrix products and softmax).
     Off,
-    /// Flash attention: faster on long contexts, but output depends on the batch.
+    /// Flash attention, kept on the CPU kernel's batch-invariant path (the GPU kernels are
+    /// not checked for it).
+    #[default]
     On,
-    /// llama.cpp decides (flash attention wherever the device supports it).
+    /// llama.cpp decides (flash attention wherever the device supports it); handled as `On`.
     Auto,
 }
 
@@ -142,8 +144,21 @@ pub(super) struct CallSize {
     pub slots: u32,
     /// KV cells of each sequence.
     pub cells_per_sequence: u32,
-    /// Tokens one `llama_decode` takes (at least one per slot).
+    /// Tokens one `llama_decode` takes (at least one per slot, and a throw-away one beside
+    /// lone sequences under flash attention).
     pub batch_size: u32,
+    /// Whether flash attention may run (on or auto): the scheduler then keeps each
+    /// micro-batch on the kernel's batch-invariant path, and the context holds one KV stream
+    /// more than the slots (see `ballast`).
+    pub flash_attention: bool,
+}
+
+impl CallSize {
+    /// KV streams (sequence ids) of the context: the slots, and one for the throw-away tokens
+    /// of the last slot under flash attention.
+    fn streams(self) -> u32 {
+        self.slots + u32::from(self.flash_attention)
+    }
 }
 
 impl LlamaCppConfig {
@@ -157,7 +172,7 @@ impl LlamaCppConfig {
             batch_size: 512,
             ubatch_size: 512,
             gpu_layers: 0,
-            flash_attention: FlashAttention::Off,
+            flash_attention: FlashAttention::On,
         }
     }
 }
@@ -253,18 +268,26 @@ impl LlamaCpp {
             .unwrap_or(0);
         let padded = needed.div_ceil(256) * 256;
         let cells = padded.clamp(256, u64::from(self.config.context_per_sequence)) as u32;
+        let flash_attention = self.config.flash_attention != FlashAttention::Off;
+        // The extra stream of flash attention counts against llama.cpp's limit.
+        let most = MAX_SEQUENCES - u64::from(flash_attention);
         let slots = match self.config.parallel {
-            Parallel::Fixed(n) => n.max(1),
+            Parallel::Fixed(n) => u64::from(n).clamp(1, most) as u32,
             Parallel::Auto => {
                 let samples: u64 = requests.iter().map(|r| r.indices.len() as u64).sum();
                 let fit = AUTO_CACHE_BYTES / (u64::from(cells) * self.cache_bytes_per_cell());
-                samples.min(fit).clamp(1, MAX_SEQUENCES) as u32
+                samples.min(fit).clamp(1, most) as u32
             }
         };
-        CallSize {
+        let size = CallSize {
             slots,
             cells_per_sequence: cells,
-            batch_size: self.config.batch_size.max(slots),
+            batch_size: 0,
+            flash_attention,
+        };
+        CallSize {
+            batch_size: self.config.batch_size.max(size.streams()),
+            ..size
         }
     }
 
@@ -280,11 +303,17 @@ impl LlamaCpp {
             || std::thread::available_parallelism().map_or(1, |n| n.get() as i32),
             |t| t as i32,
         );
+        // Under flash attention a running step must not be cut into micro-batches by size
+        // (a cut could leave a sequence alone): one micro-batch holds the whole step.
+        let ubatch = match size.flash_attention {
+            true => config.ubatch_size.max(size.slots + 1),
+            false => config.ubatch_size,
+        };
         LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(size.slots * size.cells_per_sequence))
+            .with_n_ctx(NonZeroU32::new(size.streams() * size.cells_per_sequence))
             .with_n_batch(size.batch_size)
-            .with_n_ubatch(config.ubatch_size.min(size.batch_size))
-            .with_n_seq_max(size.slots)
+            .with_n_ubatch(ubatch.min(size.batch_size))
+            .with_n_seq_max(size.streams())
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
             // One KV stream per sequence: a sequence's attention then sees only its own

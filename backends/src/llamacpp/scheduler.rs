@@ -21,7 +21,10 @@
 //! micro-batch holds one row or many. (llama.cpp splits a batch into micro-batches of
 //! consecutive sequence ids, so a running sequence whose neighbouring slots are idle is
 //! computed alone; with sgemm on, its tokens then came out different, and a killed and
-//! resumed loop drew other samples.) Output does not depend on what else is in the batch.
+//! resumed loop drew other samples.) Under flash attention, prompts are fed in pieces under 64
+//! tokens and a lone sequence gets a throw-away neighbour, which keeps llama.cpp's kernel on
+//! its one per-row algorithm (see [`super::ballast`]). Output does not depend on what else is
+//! in the batch.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -32,6 +35,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
 use super::CallSize;
+use super::ballast::{self, Ballast};
 use super::sampler::Sampler;
 use crate::error::{BackendError, Result};
 use crate::request::{Completion, FinishReason, Request};
@@ -108,6 +112,9 @@ pub struct DecodeProfile {
     /// Running sequences moved down into a free slot to keep the running slots consecutive
     /// (see [`Scheduler::compact`]).
     pub moves: u64,
+    /// Throw-away tokens decoded beside a lone sequence to keep flash attention
+    /// batch-invariant (`ballast`).
+    pub ballast_tokens: u64,
     /// Seconds inside `llama_decode` (the forward passes and the KV copies).
     pub decode_s: f64,
     /// Seconds of the whole call.
@@ -144,7 +151,10 @@ pub(super) fn run<'m>(
             scheduler.sample(on_completion)?;
             decoded = true;
         }
-        if scheduler.fill_prompt(&mut batch)? {
+        // A prompt is decoded whole between two running steps, in one or more pieces (several
+        // under flash attention: see `ballast`), so that prompts start at the same pace
+        // whatever the piece size.
+        while scheduler.fill_prompt(&mut batch)? {
             scheduler.decode(&mut batch)?;
             scheduler.finish_prefill(on_completion)?;
             decoded = true;
@@ -178,6 +188,10 @@ struct Scheduler<'a, 'm> {
     prefill: Option<Prefill>,
     /// Logits of each decoded prompt's last token, kept while samples of it wait.
     first_logits: HashMap<usize, Vec<f32>>,
+    /// Whether flash attention may run: micro-batches are then kept on the kernel's
+    /// batch-invariant path (see [`ballast`]).
+    flash_attention: bool,
+    ballast: Ballast,
     profile: DecodeProfile,
 }
 
@@ -231,6 +245,8 @@ impl<'a, 'm> Scheduler<'a, 'm> {
                 .collect(),
             prefill: None,
             first_logits: HashMap::new(),
+            flash_attention: size.flash_attention,
+            ballast: Ballast::default(),
             profile: DecodeProfile::default(),
         }
     }
@@ -497,7 +513,22 @@ impl<'a, 'm> Scheduler<'a, 'm> {
             }
         }
         self.profile.running_steps += u64::from(batch.n_tokens() > 0);
+        if self.flash_attention {
+            let running: Vec<(usize, usize)> = (self.slots.iter().enumerate())
+                .filter(|(_, s)| matches!(s.state, State::Running(_)))
+                .map(|(slot, _)| (slot, 1))
+                .collect();
+            self.add_ballast(batch, &running)?;
+        }
         Ok(batch.n_tokens() > 0)
+    }
+
+    /// Puts a throw-away token beside every sequence of the batch that llama.cpp would
+    /// compute alone with one token (see [`ballast`]).
+    fn add_ballast(&mut self, batch: &mut LlamaBatch, tokens: &[(usize, usize)]) -> Result<()> {
+        let lone = ballast::lone_sequences(tokens);
+        self.profile.ballast_tokens += lone.len() as u64;
+        self.ballast.add(self.context, batch, &lone)
     }
 
     /// Puts the next chunk of the prompt being decoded into the batch, alone; false if no
@@ -515,8 +546,14 @@ impl<'a, 'm> Scheduler<'a, 'm> {
             return Ok(false);
         };
         let prompt = &self.prompts[p.members[0].1];
-        let end = (p.fed + self.batch_size).min(prompt.len());
-        let seq = [p.members[0].0 as i32];
+        let piece = if self.flash_attention {
+            ballast::PROMPT_PIECE
+        } else {
+            self.batch_size
+        };
+        let end = (p.fed + piece).min(prompt.len());
+        let slot = p.members[0].0;
+        let seq = [slot as i32];
         for (pos, token) in prompt.iter().enumerate().take(end).skip(p.fed) {
             let last = pos + 1 == prompt.len();
             if last {
@@ -526,8 +563,12 @@ impl<'a, 'm> Scheduler<'a, 'm> {
                 .add(*token, pos as i32, &seq, last)
                 .map_err(|e| BackendError::Engine(e.to_string()))?;
         }
-        self.profile.prompt_tokens += (end - p.fed) as u64;
+        let fed = end - p.fed;
+        self.profile.prompt_tokens += fed as u64;
         p.fed = end;
+        if self.flash_attention {
+            self.add_ballast(batch, &[(slot, fed)])?;
+        }
         Ok(batch.n_tokens() > 0)
     }
 
@@ -537,6 +578,7 @@ impl<'a, 'm> Scheduler<'a, 'm> {
         self.context
             .decode(batch)
             .map_err(|e| BackendError::Engine(format!("decode: {e}")))?;
+        self.ballast.remove(self.context)?;
         self.profile.decode_s += t.elapsed().as_secs_f64();
         Ok(())
     }
@@ -639,6 +681,7 @@ impl<'a, 'm> Scheduler<'a, 'm> {
             slot_reuses = p.reuses,
             shared_prefix_tokens = p.shared_prefix_tokens,
             moves = p.moves,
+            ballast_tokens = p.ballast_tokens,
             decode_s = p.decode_s,
             other_s = p.total_s - p.decode_s,
             "llamacpp profile"
