@@ -279,15 +279,12 @@ impl LlamaCpp {
                 samples.min(fit).clamp(1, most) as u32
             }
         };
-        let size = CallSize {
+        let streams = slots + u32::from(flash_attention);
+        CallSize {
             slots,
             cells_per_sequence: cells,
-            batch_size: 0,
+            batch_size: self.config.batch_size.max(streams),
             flash_attention,
-        };
-        CallSize {
-            batch_size: self.config.batch_size.max(size.streams()),
-            ..size
         }
     }
 
@@ -305,9 +302,10 @@ impl LlamaCpp {
         );
         // Under flash attention a running step must not be cut into micro-batches by size
         // (a cut could leave a sequence alone): one micro-batch holds the whole step.
-        let ubatch = match size.flash_attention {
-            true => config.ubatch_size.max(size.slots + 1),
-            false => config.ubatch_size,
+        let ubatch = if size.flash_attention {
+            config.ubatch_size.max(size.streams())
+        } else {
+            config.ubatch_size
         };
         LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(size.streams() * size.cells_per_sequence))
