@@ -68,9 +68,10 @@ const QUESTIONS: [&str; 6] = [
 ];
 
 /// GSM8K test problems (as `harness bench` asks them) whose greedy responses run past 256
-/// cache cells. With llama.cpp's flash attention on, all three parted between a run alone and a
-/// run among 8 sequences after 570-650 characters (the kernel changes algorithm with the
-/// batch's shape); with it off they match. The short questions above never got that far.
+/// cache cells. With llama.cpp's flash attention left to pick its algorithm from the batch's
+/// shape (before the scheduler kept it on one), all three parted between a run alone and a run
+/// among 8 sequences after 570-650 characters; with plain attention, or flash attention kept on
+/// its per-row path, they match. The short questions above never got that far.
 const LONG_QUESTIONS: [&str; 3] = [
     "There are 6 trees in Chris's yard.  Ferdinand has half the number of trees that Chris has.  \
      Harry has 5 more than twice the number of trees that Ferdinand has.  How many more trees are \
