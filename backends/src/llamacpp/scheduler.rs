@@ -499,6 +499,8 @@ impl<'a, 'm> Scheduler<'a, 'm> {
     fn fill_running(&mut self, batch: &mut LlamaBatch) -> Result<bool> {
         batch.clear();
         let mut previous_ran = false;
+        // (slot, tokens brought) of every running sequence, for the throw-away tokens.
+        let mut running = Vec::new();
         for (slot, s) in self.slots.iter_mut().enumerate() {
             let runs = matches!(s.state, State::Running(_));
             self.profile.running_micro_batches += u64::from(runs && !previous_ran);
@@ -510,14 +512,11 @@ impl<'a, 'm> Scheduler<'a, 'm> {
                     .map_err(|e| BackendError::Engine(e.to_string()))?;
                 r.pos += 1;
                 self.profile.generated_tokens += 1;
+                running.push((slot, 1));
             }
         }
         self.profile.running_steps += u64::from(batch.n_tokens() > 0);
         if self.flash_attention {
-            let running: Vec<(usize, usize)> = (self.slots.iter().enumerate())
-                .filter(|(_, s)| matches!(s.state, State::Running(_)))
-                .map(|(slot, _)| (slot, 1))
-                .collect();
             self.add_ballast(batch, &running)?;
         }
         Ok(batch.n_tokens() > 0)
