@@ -271,10 +271,11 @@ pub struct TrainArgs {
     /// then base + this adapter unless --ref is given.
     #[arg(long, value_name = "DIR|ADAPTER.gguf", conflicts_with = "full")]
     pub continue_adapter: Option<PathBuf>,
-    /// SFT: also measure the mean loss over all the training data before and after training
-    /// (one forward pass over the data each time).
-    #[arg(long)]
-    pub loss_on_training_data: bool,
+    /// Also measure the model on all the training data: SFT's mean loss before and after
+    /// training, DPO's rewards and margin after it (one forward pass over the data each
+    /// time; the loop leaves it off).
+    #[arg(long, alias = "loss-on-training-data")]
+    pub training_data_stats: bool,
     /// Output folder (model.gguf, adapter.gguf, adapter/, hf/, train_log.jsonl,
     /// train_summary.json).
     #[arg(long, value_name = "DIR")]

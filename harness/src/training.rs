@@ -202,7 +202,7 @@ impl TrainingArgs {
             },
             continue_adapter: None,
             base_model_name: None,
-            loss_on_training_data: false,
+            training_data_stats: false,
             params: TrainParams {
                 learning_rate: learning_rate.unwrap_or(default_learning_rate(dpo, lora)),
                 epochs: self.epochs,

@@ -67,7 +67,7 @@ fn sft_halves_the_loss_and_the_exported_gguf_reproduces_trained_answers() {
         "constant",
         "--gguf-type",
         "q8_0",
-        "--loss-on-training-data",
+        "--training-data-stats",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -180,6 +180,7 @@ fn dpo_starts_at_ln2_and_raises_the_held_out_margin() {
         "2",
         "--gguf-type",
         "none",
+        "--training-data-stats",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -207,6 +208,13 @@ fn dpo_starts_at_ln2_and_raises_the_held_out_margin() {
     assert!(
         s["eval_dpo_after"]["accuracy"].as_f64().unwrap() > 0.7,
         "{s}"
+    );
+    // Asked for (--training-data-stats; the loop leaves it off), the rewards on the trained
+    // pairs after training.
+    let trained = s["dpo_after"]["margin"].as_f64().unwrap();
+    assert!(
+        trained > 0.5,
+        "training-pair margin after training {trained}"
     );
     // Training alone (reference scoring and steps) leaves out loading the model and the
     // held-out scoring before and after, so it is a part of the job's time, not all of it.

@@ -61,9 +61,10 @@ pub struct TrainJob {
     pub continue_adapter: Option<PathBuf>,
     /// `base_model_name_or_path` written into the exported adapter (default: `model`'s path).
     pub base_model_name: Option<String>,
-    /// Measure the mean SFT loss over all the training data before and after training (a
-    /// forward pass over the data each time: minutes on a CPU for a few hundred examples).
-    pub loss_on_training_data: bool,
+    /// Measure the model on all the training data: SFT's mean loss before and after training,
+    /// DPO's rewards after it (a forward pass over the data each time: minutes on a CPU for a
+    /// few hundred examples; informational, so the loop leaves it off).
+    pub training_data_stats: bool,
     pub params: TrainParams,
     /// Longest sequence (prompt + response) in tokens; longer responses are cut.
     pub max_len: usize,
@@ -93,7 +94,8 @@ pub struct TrainSummary {
     /// SFT: mean response-token loss on the training data before and after.
     pub loss_before: Option<f64>,
     pub loss_after: Option<f64>,
-    /// DPO: rewards on the training pairs after training (before, margins are 0).
+    /// DPO: rewards on the training pairs after training (before, margins are 0); with
+    /// `training_data_stats` only.
     pub dpo_after: Option<DpoStats>,
     /// Held-out data (`--eval-data`): SFT loss, or DPO rewards, before and after training.
     pub eval_loss_before: Option<f64>,
@@ -269,7 +271,8 @@ struct Trained {
 }
 
 /// Trains `model` on `prepared` with the job's method: SFT (with the training data's loss
-/// before and after, when asked) or DPO (with the rewards on the training pairs after).
+/// before and after, when asked) or DPO (with the rewards on the training pairs after, when
+/// asked).
 fn train(
     job: &TrainJob,
     model: &Llama,
@@ -279,7 +282,7 @@ fn train(
     Ok(match (&job.method, prepared) {
         (_, Prepared::Sft(seqs)) => {
             let loss = |model: &Llama| -> Result<Option<f64>> {
-                match job.loss_on_training_data {
+                match job.training_data_stats {
                     true => Ok(Some(sft_loss(model, seqs, job.params.batch_size)?)),
                     false => Ok(None),
                 }
@@ -308,7 +311,10 @@ fn train(
                 steps: logs.len(),
                 loss_before: None,
                 loss_after: None,
-                dpo_after: Some(dpo_stats(model, pairs, dpo.beta, job.params.batch_size)?),
+                dpo_after: match job.training_data_stats {
+                    true => Some(dpo_stats(model, pairs, dpo.beta, job.params.batch_size)?),
+                    false => None,
+                },
                 seconds,
             }
         }

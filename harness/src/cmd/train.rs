@@ -62,6 +62,6 @@ fn job_of(args: &TrainArgs) -> Result<TrainJob> {
     job.reference = args.reference.clone();
     job.tokenizer = args.tokenizer.clone();
     job.continue_adapter = args.continue_adapter.clone();
-    job.loss_on_training_data = args.loss_on_training_data;
+    job.training_data_stats = args.training_data_stats;
     Ok(job)
 }

@@ -71,19 +71,31 @@ fn cast<T: Float>(v: f64) -> T {
     T::from(v).unwrap_or_else(T::zero)
 }
 
-/// Each input element's multiplier: 0 with probability `p`, otherwise `1 / (1 - p)`.
-fn dropout_mask<T: Float>(len: usize, p: f64, seed: u64) -> Vec<T> {
+/// Elements of a dropout mask drawn by one task: each task starts its own generator at its
+/// chunk's place in the stream.
+const MASK_CHUNK: usize = 1 << 16;
+
+/// Each input element's multiplier: 0 with probability `p`, otherwise `1 / (1 - p)`. Element
+/// `i` is decided by the `i`-th 64-bit draw of ChaCha8 seeded with `seed` (as a number in
+/// [0, 1), `random::<f64>()`, below `p`). The draws are made in parallel, in chunks that each
+/// set their generator to the chunk's first draw (two 32-bit words a draw), so the mask is the
+/// one a single generator would give, whatever the thread count: drawn on one thread, the
+/// mask took about a sixth of an SFT step on 2 cores (tens of millions of draws a step).
+fn dropout_mask<T: Float + Send + Sync>(len: usize, p: f64, seed: u64) -> Vec<T> {
     let keep = cast::<T>(1.0 / (1.0 - p));
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..len)
-        .map(|_| {
-            if rng.random::<f64>() < p {
-                T::zero()
-            } else {
-                keep
+    let mut mask = vec![T::zero(); len];
+    mask.par_chunks_mut(MASK_CHUNK)
+        .enumerate()
+        .for_each(|(chunk_index, chunk)| {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            rng.set_word_pos(2 * (chunk_index * MASK_CHUNK) as u128);
+            for m in chunk {
+                if rng.random::<f64>() >= p {
+                    *m = keep;
+                }
             }
-        })
-        .collect()
+        });
+    mask
 }
 
 fn times_mask<T: Float + Send + Sync>(x: &[T], mask: &[T]) -> Vec<T> {
@@ -306,6 +318,27 @@ mod tests {
             .map(|_| rng.random_range(-1.0..1.0))
             .collect();
         Tensor::from_vec(v, shape, &Device::Cpu)
+    }
+
+    /// The mask drawn in parallel chunks is the one a single generator draws in order (the
+    /// draws straddle three chunk borders here).
+    #[test]
+    fn dropout_mask_is_the_single_stream_draw() {
+        let (len, p, seed) = (3 * MASK_CHUNK + 77, 0.05, 1234);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let sequential: Vec<f32> = (0..len)
+            .map(|_| match rng.random::<f64>() < p {
+                true => 0.0,
+                false => 1.0 / 0.95,
+            })
+            .collect();
+        let parallel = dropout_mask::<f32>(len, p, seed);
+        assert_eq!(parallel, sequential);
+        let dropped = parallel.iter().filter(|&&m| m == 0.0).count();
+        assert!(
+            (8_000..12_000).contains(&dropped),
+            "{dropped} of {len} dropped"
+        );
     }
 
     /// With dropout the gradients must follow the same mask as the forward pass: checked
