@@ -326,11 +326,12 @@ mod tests {
     #[test]
     fn dropout_mask_is_the_single_stream_draw() {
         let (len, p, seed) = (3 * MASK_CHUNK + 77, 0.05, 1234);
+        let keep = (1.0 / (1.0 - p)) as f32;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let sequential: Vec<f32> = (0..len)
             .map(|_| match rng.random::<f64>() < p {
                 true => 0.0,
-                false => 1.0 / 0.95,
+                false => keep,
             })
             .collect();
         let parallel = dropout_mask::<f32>(len, p, seed);
