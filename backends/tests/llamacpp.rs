@@ -284,6 +284,11 @@ fn prompt_decoded_copied_or_kept(flash_attention: FlashAttention) {
     let decoded = together[0].prompt_tokens + together[1].prompt_tokens;
     let shared = profile.shared_prefix_tokens;
     assert_eq!(profile.prompt_tokens + shared, u64::from(decoded));
+    // Both kinds of step ran: the prompt pieces' seconds are a part of the decoding time.
+    assert!(
+        profile.prompt_s > 0.0 && profile.prompt_s < profile.decode_s,
+        "{profile:?}"
+    );
     let mut single = engine_with(1, flash_attention);
     let alone_q = generate(&mut single, &requests[..1]);
     let alone_r = generate(&mut single, &requests[1..2]);

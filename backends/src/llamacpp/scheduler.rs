@@ -117,6 +117,11 @@ pub struct DecodeProfile {
     pub ballast_tokens: u64,
     /// Seconds inside `llama_decode` (the forward passes and the KV copies).
     pub decode_s: f64,
+    /// The part of `decode_s` spent on prompt pieces (the rest went to running steps): with
+    /// `prompt_tokens` and `generated_tokens` it gives the cost of a decoded token of each
+    /// kind, which tells a slow call's own work (many prompts for few answer tokens) from a
+    /// slow engine.
+    pub prompt_s: f64,
     /// Seconds of the whole call.
     pub total_s: f64,
 }
@@ -147,7 +152,7 @@ pub(super) fn run<'m>(
         scheduler.compact()?;
         let mut decoded = false;
         if scheduler.fill_running(&mut batch)? {
-            scheduler.decode(&mut batch)?;
+            scheduler.decode(&mut batch, Step::Running)?;
             scheduler.sample(on_completion)?;
             decoded = true;
         }
@@ -155,7 +160,7 @@ pub(super) fn run<'m>(
         // under flash attention: see `ballast`), so that prompts start at the same pace
         // whatever the piece size.
         while scheduler.fill_prompt(&mut batch)? {
-            scheduler.decode(&mut batch)?;
+            scheduler.decode(&mut batch, Step::Prompt)?;
             scheduler.finish_prefill(on_completion)?;
             decoded = true;
         }
@@ -166,6 +171,13 @@ pub(super) fn run<'m>(
     scheduler.profile.total_s = started.elapsed().as_secs_f64();
     scheduler.log_profile();
     Ok(scheduler.profile)
+}
+
+/// What a `llama_decode` call carries: running sequences' next tokens, or a prompt piece.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Running,
+    Prompt,
 }
 
 struct Scheduler<'a, 'm> {
@@ -571,14 +583,18 @@ impl<'a, 'm> Scheduler<'a, 'm> {
         Ok(batch.n_tokens() > 0)
     }
 
-    fn decode(&mut self, batch: &mut LlamaBatch) -> Result<()> {
+    fn decode(&mut self, batch: &mut LlamaBatch, step: Step) -> Result<()> {
         let t = Instant::now();
         self.profile.steps += 1;
         self.context
             .decode(batch)
             .map_err(|e| BackendError::Engine(format!("decode: {e}")))?;
         self.ballast.remove(self.context)?;
-        self.profile.decode_s += t.elapsed().as_secs_f64();
+        let seconds = t.elapsed().as_secs_f64();
+        self.profile.decode_s += seconds;
+        if step == Step::Prompt {
+            self.profile.prompt_s += seconds;
+        }
         Ok(())
     }
 
@@ -682,6 +698,7 @@ impl<'a, 'm> Scheduler<'a, 'm> {
             moves = p.moves,
             ballast_tokens = p.ballast_tokens,
             decode_s = p.decode_s,
+            prompt_s = p.prompt_s,
             other_s = p.total_s - p.decode_s,
             "llamacpp profile"
         );
