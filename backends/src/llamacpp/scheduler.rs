@@ -117,7 +117,8 @@ pub struct DecodeProfile {
     pub ballast_tokens: u64,
     /// Seconds inside `llama_decode` (the forward passes and the KV copies).
     pub decode_s: f64,
-    /// The part of `decode_s` spent on prompt pieces (the rest went to running steps): with
+    /// The part of `decode_s` spent on prompt pieces, with the KV copies llama.cpp applies
+    /// at their start (the rest went to running steps and their copies): with
     /// `prompt_tokens` and `generated_tokens` it gives the cost of a decoded token of each
     /// kind, which tells a slow call's own work (many prompts for few answer tokens) from a
     /// slow engine.
