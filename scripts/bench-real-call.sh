@@ -10,8 +10,9 @@
 # Then the same 500 sequences at a fixed length (64 tokens each, end of turn ignored: the
 # fixed workload's shape on the real call's prompts), once with the adapter and once on M0
 # alone, so that one run gives where the real call stands: real / fixed with the same model
-# (what stopping at end of turn, at different lengths, costs) and fixed with / without the
-# adapter (what llama.cpp's run-time adapter products cost). Last, for each embedded call,
+# (what answers of their own, shorter and uneven, lengths cost: more prompt tokens per new
+# token, and a tail of steps with few sequences) and fixed with / without the adapter (what
+# llama.cpp's run-time adapter products cost). Last, for each embedded call,
 # from its profile: decoded tokens (prompt + fed back) per new token, and the milliseconds a
 # prompt token and a running token cost inside llama_decode; equal costs per token with fewer
 # new tokens per decoded one mean the call's own shape, not the engine, sets its tok/s.
